@@ -1,0 +1,1 @@
+"""The device: ClientApp handlers, local data, LoRA trainer, evaluation, adapter storage."""

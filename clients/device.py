@@ -1,0 +1,155 @@
+"""One simulated device: its base model (cached per worker), local training and evaluation.
+
+Flower-free, so it can be driven from the ClientApp, tests and benchmarks alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from clients.inference import generate, peak_memory_mb
+from clients.retrieval import profile_prompt
+from clients.settings import DeviceSettings
+from clients.storage import adapter_dir, save_adapter, write_json
+from clients.trainer import train_lora
+from models import PromptFormatter, load_model
+from tasks import LampData, Task, UserData, load_lamp_dir
+from tasks.structured import to_mapping
+
+BASE_METHODS = ("zero_shot", "profile_prompt")  # no training, base model only
+TRAIN_METHODS = ("local_real", "cdcda")
+
+
+@dataclass
+class DeviceRuntime:
+    """The frozen base model wrapped once with a LoRA slot that each user re-initialises."""
+
+    model: torch.nn.Module  # PeftModel
+    tokenizer: object
+    formatter: PromptFormatter
+    load_seconds: float
+
+
+# Per-worker-process caches (the one allowed global state): a ClientApp object is rebuilt
+# for every message, the Ray worker process is not, so the base model loads once.
+_RUNTIMES: dict[str, DeviceRuntime] = {}
+_DATA: dict[tuple[str, str, str], LampData] = {}
+
+
+def runtime(settings: DeviceSettings) -> DeviceRuntime:
+    from peft import get_peft_model
+
+    key = json.dumps([settings.model, settings.dtype, settings.prompt_style,
+                      to_mapping(settings.lora)], sort_keys=True)
+    if key not in _RUNTIMES:
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
+        loaded = load_model(settings.model, settings.dtype)
+        peft_model = get_peft_model(loaded.model, settings.lora.peft_config())
+        peft_model.eval()
+        _RUNTIMES.clear()  # one base per process: never keep two copies resident
+        _RUNTIMES[key] = DeviceRuntime(peft_model, loaded.tokenizer,
+                                       PromptFormatter(loaded.tokenizer, settings.prompt_style),
+                                       loaded.load_seconds)
+    return _RUNTIMES[key]
+
+
+def dataset(data_dir: str, split: str, task: str) -> LampData:
+    key = (str(data_dir), split, task)
+    if key not in _DATA:
+        _DATA.clear()
+        _DATA[key] = load_lamp_dir(data_dir, split, task)
+    return _DATA[key]
+
+
+def user_seed(run_seed: int, user_id: str) -> int:
+    """A stable per-user seed (Python's hash() is salted per process)."""
+    return int.from_bytes(hashlib.sha256(f"{run_seed}/{user_id}".encode()).digest()[:4], "big")
+
+
+def reset_adapter(model: torch.nn.Module, seed: int) -> None:
+    """Give the LoRA slot a fresh, seeded initialisation (B = 0: starts as the base)."""
+    from peft.tuners.lora import LoraLayer
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for module in model.modules():
+            if isinstance(module, LoraLayer):
+                module.reset_lora_parameters("default", True)
+
+
+def _queries(user: UserData, settings: DeviceSettings):
+    q = user.queries
+    return q[: settings.eval.max_queries] if settings.eval.max_queries else q
+
+
+def evaluate_user(rt: DeviceRuntime, task: Task, user: UserData, settings: DeviceSettings,
+                  method: str, run_dir: Path | None, use_adapter: bool) -> dict[str, float]:
+    """Answer the user's held-out queries on the device and score them."""
+    queries = _queries(user, settings)
+    prompts = [q.prompt for q in queries]
+    if method == "profile_prompt":
+        prompts = [profile_prompt(task, p, user.profile, settings.eval.profile_k) for p in prompts]
+    max_new = settings.eval.max_new_tokens or task.max_new_tokens
+    ctx = rt.model.disable_adapter() if not use_adapter else contextlib.nullcontext()
+    with ctx:
+        report = generate(rt.model, rt.tokenizer, rt.formatter, prompts, max_new,
+                          settings.eval.batch_size)
+    preds = [task.parse(t) for t in report.texts]
+    golds = [q.output for q in queries]
+    metrics = task.score(preds, golds) if all(golds) else {}
+    if run_dir is not None:
+        write_json(Path(run_dir) / "predictions" / method / f"{user.user_id}.json", {
+            "user_id": user.user_id, "method": method,
+            "predictions": [{"id": q.id, "raw": r, "output": p, "gold": q.output}
+                            for q, r, p in zip(queries, report.texts, preds)],
+        })
+    return {
+        **metrics,
+        "num-queries": len(queries),
+        "gen-seconds": report.seconds,
+        "ttft-seconds": report.ttft_seconds,
+        "tokens-per-second": report.tokens_per_second,
+    }
+
+
+def train_user(rt: DeviceRuntime, task: Task, user: UserData, synthetic: list[dict],
+               settings: DeviceSettings, method: str, run_dir: Path | None,
+               run_seed: int) -> dict[str, float]:
+    """Train this user's adapter on real (+ synthetic) data, save it, evaluate it."""
+    seed = user_seed(run_seed, user.user_id)
+    real = task.profile_pairs(user.profile)
+    synth = task.profile_pairs(synthetic, synthetic=True) if synthetic else []
+    reset_adapter(rt.model, seed)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    report = train_lora(rt.model, rt.tokenizer, rt.formatter, real + synth, settings.train, seed)
+    adapter_bytes = 0
+    if run_dir is not None:
+        adapter_bytes = save_adapter(rt.model, adapter_dir(run_dir, method, user.user_id))
+    metrics = evaluate_user(rt, task, user, settings, method, run_dir, use_adapter=True)
+    trainable = sum(p.numel() for p in rt.model.parameters() if p.requires_grad)
+    return {
+        **metrics,
+        "num-examples": report.examples,
+        "num-real": report.real_examples,
+        "num-synthetic": report.synthetic_examples,
+        "train-steps": report.steps,
+        "train-tokens": report.tokens,
+        "train-seconds": report.seconds,
+        "seconds-per-step": report.seconds_per_step,
+        "first-loss": report.epoch_losses[0] if report.epoch_losses else 0.0,
+        "last-loss": report.epoch_losses[-1] if report.epoch_losses else 0.0,
+        "adapter-bytes": adapter_bytes,
+        "trainable-params": trainable,
+        "user-seconds": time.perf_counter() - start,
+        "peak-memory-mb": peak_memory_mb(),
+    }

@@ -1,0 +1,92 @@
+"""Device-side settings: base model, LoRA, local training, evaluation and seed disclosure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from tasks.structured import check
+
+
+@dataclass
+class LoraSettings:
+    rank: int = field(default=8, metadata={"help": "LoRA rank r"})
+    alpha: float = field(default=16.0, metadata={"help": "LoRA alpha (scale = alpha / r)"})
+    dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA input"})
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "v_proj"],
+        metadata={"help": "module names to adapt, or ['all-linear']"},
+    )
+
+    def __post_init__(self) -> None:
+        check(self.rank >= 1, "rank", f"must be >= 1, got {self.rank}")
+        check(self.alpha > 0, "alpha", f"must be > 0, got {self.alpha}")
+        check(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
+        check(bool(self.target_modules), "target_modules", "must name at least one module")
+
+    def peft_config(self):
+        from peft import LoraConfig
+
+        targets = self.target_modules
+        return LoraConfig(
+            r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout,
+            target_modules="all-linear" if targets == ["all-linear"] else list(targets),
+            task_type="CAUSAL_LM",
+        )
+
+
+@dataclass
+class TrainSettings:
+    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
+    epochs: int = field(default=3, metadata={"help": "passes over the user's data"})
+    batch_size: int = field(default=8, metadata={"help": "examples per optimiser step"})
+    max_length: int = field(default=256, metadata={"help": "tokens per example (prompt cut left)"})
+    real_weight: float = field(default=1.0, metadata={"help": "loss weight of real vs synthetic"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "clip per user; 0 disables"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    bf16: bool = field(default=True, metadata={"help": "bf16 autocast (CPU and CUDA)"})
+    max_steps: int = field(default=0, metadata={"help": "stop after this many steps; 0 = no cap"})
+
+    def __post_init__(self) -> None:
+        check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
+        check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        check(self.max_length >= 16, "max_length", f"must be >= 16, got {self.max_length}")
+        check(self.real_weight > 0, "real_weight", f"must be > 0, got {self.real_weight}")
+        check(self.max_steps >= 0, "max_steps", f"must be >= 0, got {self.max_steps}")
+
+
+@dataclass
+class EvalSettings:
+    batch_size: int = field(default=8, metadata={"help": "queries generated together"})
+    max_new_tokens: int = field(default=0, metadata={"help": "0 = the task's own limit"})
+    max_queries: int = field(default=0, metadata={"help": "held-out queries per user; 0 = all"})
+    profile_k: int = field(default=3, metadata={"help": "BM25 items in profile_prompt"})
+
+    def __post_init__(self) -> None:
+        check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        check(self.max_new_tokens >= 0, "max_new_tokens", "must be >= 0")
+        check(self.profile_k >= 0, "profile_k", "must be >= 0")
+
+
+@dataclass
+class SeedSettings:
+    k: int = field(default=4, metadata={"help": "seed examples sent to the cloud; 0 = none"})
+    policy: Literal["random", "recent"] = field(
+        default="random", metadata={"help": "which profile items become seeds"}
+    )
+
+    def __post_init__(self) -> None:
+        check(self.k >= 0, "k", f"must be >= 0, got {self.k}")
+
+
+@dataclass
+class DeviceSettings:
+    model: str = field(default="smollm2-135m-instruct", metadata={"help": "device base model"})
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    prompt_style: Literal["auto", "chat", "plain"] = "auto"
+    threads: int = field(default=0, metadata={"help": "torch threads per device; 0 = leave"})
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    seeds: SeedSettings = field(default_factory=SeedSettings)

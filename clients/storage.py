@@ -1,0 +1,40 @@
+"""Where a device keeps its adapters and predictions: under the run directory, by user."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+MAIN_METHOD = "cdcda"
+
+
+def adapter_dir(run_dir: Path | str, method: str, user_id: str) -> Path:
+    """`adapters/<user>/` for the main method; `adapters-<method>/<user>/` for baselines."""
+    root = "adapters" if method == MAIN_METHOD else f"adapters-{method}"
+    return Path(run_dir) / root / user_id
+
+
+def save_adapter(model, path: Path) -> int:
+    """Save a peft adapter atomically (peft's format); returns its size in bytes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    try:
+        model.save_pretrained(tmp)
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return sum(f.stat().st_size for f in path.glob("adapter_model.*"))
+
+
+def write_json(path: Path, obj) -> None:
+    """Write JSON atomically (temp file + rename), so a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)

@@ -1,0 +1,121 @@
+"""Cloud LLM backends behind one interface: embedded transformers, or any OpenAI-compatible API.
+
+`complete(prompts)` returns one sampled continuation per prompt; callers batch many users'
+prompts into one call so the embedded backend fills its batches across users.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
+
+import torch
+
+from server.settings import CloudSettings
+
+log = logging.getLogger(__name__)
+
+STOP = "\n\n"
+
+
+class CloudLLM(Protocol):
+    name: str
+
+    def complete(self, prompts: Sequence[str], seed: int, greedy: bool = False) -> list[str]:
+        """One continuation per prompt, cut at the first blank line."""
+        ...
+
+
+def _cut(text: str) -> str:
+    return text.split(STOP, 1)[0]
+
+
+class EmbeddedLLM:
+    """A transformers causal LM in this process, with length-sorted batched sampling."""
+
+    def __init__(self, settings: CloudSettings):
+        from models import load_model
+
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
+        self.settings = settings
+        loaded = load_model(settings.model, settings.dtype)
+        self.model, self.tokenizer = loaded.model, loaded.tokenizer
+        self.name = f"embedded:{settings.model}"
+        self.load_seconds = loaded.load_seconds
+        self.generated_tokens = 0
+
+    @torch.no_grad()
+    def complete(self, prompts: Sequence[str], seed: int, greedy: bool = False) -> list[str]:
+        s = self.settings
+        out: list[str] = [""] * len(prompts)
+        # sort by length so each batch pads little; results go back in input order
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        torch.manual_seed(seed)
+        for b in range(0, len(order), s.batch_size):
+            idx = order[b : b + s.batch_size]
+            enc = self.tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True)
+            gen = self.model.generate(
+                **enc, max_new_tokens=s.max_new_tokens, do_sample=not greedy and s.temperature > 0,
+                temperature=s.temperature if not greedy else None,
+                top_p=s.top_p if not greedy else None, top_k=None,
+                stop_strings=[STOP], tokenizer=self.tokenizer,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+            new = gen[:, enc["input_ids"].shape[1] :]
+            self.generated_tokens += int((new != self.tokenizer.pad_token_id).sum())
+            for i, row in zip(idx, new):
+                out[i] = _cut(self.tokenizer.decode(row, skip_special_tokens=True))
+        return out
+
+
+class OpenAILLM:
+    """Any OpenAI-compatible endpoint; the API key is read from an environment variable."""
+
+    def __init__(self, settings: CloudSettings):
+        from openai import OpenAI
+
+        o = settings.openai
+        self.settings = settings
+        self.name = f"openai:{o.model}"
+        key = os.environ.get(o.api_key_env) or "not-needed"  # local servers take any key
+        self.client = OpenAI(base_url=o.base_url, api_key=key, timeout=o.timeout,
+                             max_retries=o.max_retries)
+        self.failures = 0
+
+    def _one(self, prompt: str, seed: int, greedy: bool) -> str:
+        o, s = self.settings.openai, self.settings
+        args = dict(model=o.model, max_tokens=s.max_new_tokens, seed=seed,
+                    temperature=0.0 if greedy else s.temperature, top_p=s.top_p, stop=[STOP])
+        try:
+            if o.api == "completions":
+                r = self.client.completions.create(prompt=prompt, **args)
+                return _cut(r.choices[0].text or "")
+            r = self.client.chat.completions.create(
+                messages=[{"role": "user", "content": "Continue this text with exactly one more"
+                           " example in the same format, and nothing else.\n\n" + prompt}],
+                **args,
+            )
+            return _cut(r.choices[0].message.content or "")
+        except Exception as err:  # counted and logged: the run goes on with what it has
+            self.failures += 1
+            log.warning("cloud request failed after retries: %s", type(err).__name__)
+            return ""
+
+    def complete(self, prompts: Sequence[str], seed: int, greedy: bool = False) -> list[str]:
+        start = time.perf_counter()
+        with ThreadPoolExecutor(self.settings.openai.concurrency) as pool:
+            out = list(pool.map(lambda ip: self._one(ip[1], seed + ip[0], greedy),
+                                enumerate(prompts)))
+        log.debug("%d completions in %.1f s", len(prompts), time.perf_counter() - start)
+        return out
+
+
+def make_backend(settings: CloudSettings) -> CloudLLM:
+    if settings.backend == "openai":
+        return OpenAILLM(settings)
+    return EmbeddedLLM(settings)

@@ -1,0 +1,64 @@
+"""Cloud-side settings: which LLM writes synthetic data, and how candidates are filtered."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from tasks.structured import check
+
+
+@dataclass
+class OpenAISettings:
+    base_url: str = field(default="http://127.0.0.1:8000/v1",
+                          metadata={"help": "OpenAI-compatible endpoint (vLLM, llama.cpp, Ollama)"})
+    model: str = field(default="", metadata={"help": "model name the endpoint serves"})
+    api_key_env: str = field(
+        default="OPENAI_API_KEY",
+        metadata={"help": "environment variable holding the key; never logged"},
+    )
+    api: Literal["chat", "completions"] = "completions"
+    concurrency: int = field(default=8, metadata={"help": "requests in flight"})
+    timeout: float = field(default=60.0, metadata={"help": "seconds per request"})
+    max_retries: int = field(default=3, metadata={"help": "retries with exponential backoff"})
+
+    def __post_init__(self) -> None:
+        check(self.concurrency >= 1, "concurrency", "must be >= 1")
+        check(self.timeout > 0, "timeout", "must be > 0")
+        check(self.max_retries >= 0, "max_retries", "must be >= 0")
+
+
+@dataclass
+class CloudSettings:
+    backend: Literal["embedded", "openai"] = "embedded"
+    model: str = field(default="gemma3-270m", metadata={"help": "embedded backend's model"})
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    batch_size: int = field(default=32, metadata={"help": "prompts per generate call"})
+    max_new_tokens: int = field(default=64, metadata={"help": "tokens per candidate"})
+    temperature: float = field(default=0.8, metadata={"help": "sampling temperature"})
+    top_p: float = 0.95
+    threads: int = field(default=0, metadata={"help": "torch threads; 0 = leave"})
+    openai: OpenAISettings = field(default_factory=OpenAISettings)
+
+    def __post_init__(self) -> None:
+        check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        check(self.max_new_tokens >= 8, "max_new_tokens", "must be >= 8")
+        check(self.temperature >= 0, "temperature", "must be >= 0")
+        check(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
+        if self.backend == "openai":
+            check(bool(self.openai.model), "model", "must name the served model")
+
+
+@dataclass
+class AugmentSettings:
+    n: int = field(default=16, metadata={"help": "candidates the cloud writes per user"})
+    near_duplicate: float = field(
+        default=0.8, metadata={"help": "word Jaccard at or above which inputs are near copies"})
+    consistency: bool = field(
+        default=False, metadata={"help": "cloud re-labels each candidate; keep if it agrees"})
+    max_kept: int = field(default=0, metadata={"help": "synthetic examples per user; 0 = all"})
+
+    def __post_init__(self) -> None:
+        check(self.n >= 0, "n", f"must be >= 0, got {self.n}")
+        check(0 < self.near_duplicate <= 1, "near_duplicate", "must be in (0, 1]")
+        check(self.max_kept >= 0, "max_kept", "must be >= 0")

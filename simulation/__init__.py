@@ -1,0 +1,1 @@
+"""The simulated world: CLI, experiment config and runner, accounting, reports, benchmarks."""
