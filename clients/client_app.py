@@ -35,6 +35,14 @@ def _reply(message: Message, user_id: str, metrics: dict, **meta) -> Message:
     return Message(content=content, reply_to=message)
 
 
+@app.query("user")
+def query_user(msg: Message, context: Context) -> Message:
+    """Say which user this device holds (the server maps SuperNodes to users once)."""
+    req = Request.from_config(msg.content["config"])
+    _, user = _user(context, req)
+    return _reply(msg, user.user_id, {"num-profile": len(user.profile)})
+
+
 @app.query("seeds")
 def query_seeds(msg: Message, context: Context) -> Message:
     """Reply with up to k seed examples under the disclosure policy (k = 0 sends none)."""

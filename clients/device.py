@@ -17,10 +17,11 @@ import torch
 from clients.inference import generate, peak_memory_mb
 from clients.retrieval import profile_prompt
 from clients.settings import DeviceSettings
-from clients.storage import adapter_dir, save_adapter, write_json
+from clients.storage import adapter_dir, save_adapter
 from clients.trainer import train_lora
 from models import PromptFormatter, load_model
 from tasks import LampData, Task, UserData, load_lamp_dir
+from tasks.files import write_json
 from tasks.structured import to_mapping
 
 BASE_METHODS = ("zero_shot", "profile_prompt")  # no training, base model only

@@ -1,0 +1,1 @@
+"""The cloud: LLM backends, augmentation prompts, parsing and filters."""

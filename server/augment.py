@@ -1,0 +1,87 @@
+"""Cloud augmentation: n candidates per user from their seeds, batched across users."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from server.backends import CloudLLM
+from server.filters import REASONS, FilterResult, filter_candidates, normalise_output
+from server.prompts import augmentation_prompt, parse_candidate, relabel_prompt
+from server.settings import AugmentSettings
+from tasks.catalog import Task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AugmentReport:
+    per_user: dict[str, dict[str, int]]
+    seconds: float
+
+    def totals(self) -> dict[str, int]:
+        total: Counter = Counter()
+        for counts in self.per_user.values():
+            total.update(counts)
+        return {"generated": total["generated"], "kept": total["kept"],
+                **{f"rejected_{r}": total[f"rejected_{r}"] for r in REASONS}}
+
+
+def augment(
+    llm: CloudLLM,
+    task: Task,
+    seeds: Mapping[str, Sequence[dict]],
+    settings: AugmentSettings,
+    seed: int,
+) -> tuple[dict[str, list[dict]], AugmentReport]:
+    """Synthetic examples for every user in `seeds`, with per-user filter counts.
+
+    All users' prompts go to the backend in one call, so the embedded model batches
+    across users and an HTTP backend keeps `concurrency` requests in flight.
+    """
+    start = time.perf_counter()
+    users = list(seeds)
+    prompts, owners = [], []
+    for u_index, uid in enumerate(users):
+        for c in range(settings.n):
+            shuffle = seed * 1_000_003 + u_index * 997 + c
+            prompts.append(augmentation_prompt(task, seeds[uid], shuffle))
+            owners.append(uid)
+    texts = llm.complete(prompts, seed) if prompts else []
+    candidates: dict[str, list[dict | None]] = {uid: [] for uid in users}
+    for uid, text in zip(owners, texts):
+        candidates[uid].append(parse_candidate(task, text))
+    results: dict[str, FilterResult] = {
+        uid: filter_candidates(task, candidates[uid], seeds[uid], settings.near_duplicate)
+        for uid in users
+    }
+    if settings.consistency and len(task.item_fields) == 2 and task.kind != "generation":
+        _consistency(llm, task, seeds, results, seed)
+    out: dict[str, list[dict]] = {}
+    for uid, res in results.items():
+        out[uid] = res.kept[: settings.max_kept] if settings.max_kept else res.kept
+    report = AugmentReport({uid: r.counts() for uid, r in results.items()},
+                           time.perf_counter() - start)
+    log.info("augmented %d users: %s in %.1f s", len(users), report.totals(), report.seconds)
+    return out, report
+
+
+def _consistency(llm: CloudLLM, task: Task, seeds: Mapping[str, Sequence[dict]],
+                 results: dict[str, FilterResult], seed: int) -> None:
+    """Re-label each kept candidate greedily from the seeds; drop those that disagree."""
+    y = task.item_fields[1]
+    jobs = [(uid, i) for uid, r in results.items() if seeds[uid] for i in range(len(r.kept))]
+    prompts = [relabel_prompt(task, seeds[uid], results[uid].kept[i]) for uid, i in jobs]
+    answers = llm.complete(prompts, seed, greedy=True) if prompts else []
+    drop: dict[str, set[int]] = {}
+    for (uid, i), ans in zip(jobs, answers):
+        label = normalise_output(task, {y: ans.strip().splitlines()[0] if ans.strip() else ""})[y]
+        if label != results[uid].kept[i][y]:
+            drop.setdefault(uid, set()).add(i)
+    for uid, idx in drop.items():
+        r = results[uid]
+        r.rejected["inconsistent"] += len(idx)
+        r.kept = [c for i, c in enumerate(r.kept) if i not in idx]

@@ -1,0 +1,76 @@
+"""Keep only synthetic candidates worth training on, counting every rejection by reason."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from tasks.catalog import Task
+
+REASONS = ("unparsable", "invalid_label", "invalid_format", "copy_of_seed", "duplicate",
+           "near_duplicate", "inconsistent")
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(re.findall(r"\w+", text.lower()))
+
+
+def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    return len(a & b) / len(a | b) if a or b else 1.0
+
+
+@dataclass
+class FilterResult:
+    kept: list[dict] = field(default_factory=list)
+    rejected: Counter = field(default_factory=Counter)
+    generated: int = 0
+
+    def counts(self) -> dict[str, int]:
+        return {"generated": self.generated, "kept": len(self.kept),
+                **{f"rejected_{r}": self.rejected.get(r, 0) for r in REASONS}}
+
+
+def normalise_output(task: Task, item: dict) -> dict:
+    """Canonical label/rating in the output field (e.g. 'Sci-Fi' -> 'sci-fi')."""
+    if len(task.item_fields) == 2 and task.kind != "generation":
+        y = task.item_fields[1]
+        item = {**item, y: task.parse(item[y])}
+    return item
+
+
+def filter_candidates(task: Task, candidates: Sequence[dict | None], seeds: Sequence[dict],
+                      near_duplicate: float) -> FilterResult:
+    """Validate format and label, drop copies of seeds and exact or near duplicates."""
+    res = FilterResult(generated=len(candidates))
+    x = task.item_fields[0]
+    seed_words = [_words(str(s[x])) for s in seeds]
+    kept_words: list[frozenset[str]] = []
+    kept_exact: set[str] = set()
+    for cand in candidates:
+        if cand is None:
+            res.rejected["unparsable"] += 1
+            continue
+        cand = normalise_output(task, cand)
+        if len(task.item_fields) == 2 and not task.is_valid_output(cand[task.item_fields[1]]):
+            res.rejected["invalid_label"] += 1
+            continue
+        words = _words(cand[x])
+        if len(words) < 3 or len(cand[x]) > 1000:
+            res.rejected["invalid_format"] += 1
+            continue
+        if any(jaccard(words, s) >= near_duplicate for s in seed_words):
+            res.rejected["copy_of_seed"] += 1
+            continue
+        key = " ".join(sorted(words)) + "\x00" + str(cand.get(task.item_fields[-1]))
+        if key in kept_exact:
+            res.rejected["duplicate"] += 1
+            continue
+        if any(jaccard(words, k) >= near_duplicate for k in kept_words):
+            res.rejected["near_duplicate"] += 1
+            continue
+        kept_exact.add(key)
+        kept_words.append(words)
+        res.kept.append(cand)
+    return res

@@ -1,0 +1,135 @@
+"""The one typed experiment config: TOML file(s) + `--set key=value` overrides, validated once."""
+
+from __future__ import annotations
+
+import ast
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import tomli_w
+
+from clients.settings import DeviceSettings
+from server.settings import AugmentSettings, CloudSettings
+from strategies.cdcda import METHODS
+from tasks.benchmark import GENERATORS
+from tasks.structured import ConfigError, check, from_mapping, to_mapping
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.toml"
+
+
+@dataclass
+class DataSettings:
+    source: Literal["benchmark", "lamp"] = field(
+        default="benchmark", metadata={"help": "bundled generator, or LaMP files in `dir`"})
+    benchmark: str = field(default="headline", metadata={"help": "tags | rating | headline"})
+    profile_size: int = field(default=8, metadata={"help": "benchmark: real examples per user"})
+    queries: int = field(default=2, metadata={"help": "benchmark: held-out queries per user"})
+    noise: float = field(default=0.0, metadata={"help": "benchmark: share of golds flipped"})
+    dir: str = field(default="", metadata={"help": "lamp: folder with {split}_questions.json"})
+    split: str = field(default="dev", metadata={"help": "lamp: file prefix (train, dev, test)"})
+    task: str = field(default="", metadata={"help": "lamp: LaMP-1 ... LaMP-7"})
+
+    def __post_init__(self) -> None:
+        if self.source == "benchmark":
+            check(self.benchmark in GENERATORS, "benchmark",
+                  f"= '{self.benchmark}' is not one of {', '.join(GENERATORS)}")
+        else:
+            check(bool(self.dir), "dir", "must name a folder when source = 'lamp'")
+            check(bool(self.task), "task", "must name the LaMP task when source = 'lamp'")
+
+
+@dataclass
+class ExperimentSettings:
+    name: str = "default"
+    seed: int = 0
+    users: int = field(default=8, metadata={"help": "simulated devices (one user each)"})
+    sample: int = field(default=0, metadata={"help": "users taking part; 0 = all"})
+    methods: list[str] = field(
+        default_factory=lambda: ["zero_shot", "profile_prompt", "local_real", "cdcda"])
+
+    def __post_init__(self) -> None:
+        check(self.users >= 1, "users", f"must be >= 1, got {self.users}")
+        check(self.sample >= 0, "sample", "must be >= 0")
+        for m in self.methods:
+            check(m in METHODS, "methods", f"has '{m}'; known methods: {', '.join(METHODS)}")
+
+
+@dataclass
+class RuntimeSettings:
+    ray_address: str = field(default="", metadata={"help": "'' = local Ray; 'auto' = cluster"})
+    num_cpus: float = field(default=0, metadata={"help": "local Ray CPUs; 0 = all cores"})
+    client_cpus: float = field(default=1.0, metadata={"help": "CPUs per simulated device"})
+    client_gpus: float = field(default=0.0, metadata={"help": "GPUs per simulated device"})
+    timeout: float = field(default=3600.0, metadata={"help": "seconds to wait for replies"})
+    wandb: Literal["offline", "online", "disabled"] = "offline"
+    wandb_project: str = "cdcda"
+
+    def __post_init__(self) -> None:
+        check(self.client_cpus > 0, "client_cpus", "must be > 0")
+        check(self.timeout > 0, "timeout", "must be > 0")
+
+
+@dataclass
+class Config:
+    experiment: ExperimentSettings = field(default_factory=ExperimentSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    device: DeviceSettings = field(default_factory=DeviceSettings)
+    cloud: CloudSettings = field(default_factory=CloudSettings)
+    augment: AugmentSettings = field(default_factory=AugmentSettings)
+    runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+
+
+def _parse_value(text: str):
+    """`--set` values: TOML-ish literals (numbers, true/false, lists), else the raw string."""
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(path: Path | str | None = None, overrides: list[str] | tuple[str, ...] = ()
+                ) -> Config:
+    """Defaults <- the TOML file <- `section.key=value` overrides, validated in one go."""
+    raw: dict = {}
+    if path:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"config file {path} not found")
+        try:
+            raw = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{path}: not valid TOML ({err})") from err
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set '{item}' must look like section.key=value")
+        node: dict = {}
+        leaf = node
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            leaf = leaf.setdefault(p, {})
+        leaf[parts[-1]] = _parse_value(value)
+        raw = _merge(raw, node)
+    try:
+        return from_mapping(Config, raw)
+    except ConfigError as err:
+        where = f"{path}: " if path else ""
+        raise ConfigError(f"{where}{err}") from None
+
+
+def dump_config(cfg: Config, path: Path) -> None:
+    """Write the resolved config beside the results (TOML, reloadable with load_config)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(tomli_w.dumps(to_mapping(cfg)))

@@ -1,0 +1,97 @@
+"""Start Ray (local or a cluster) and the Flower simulation engine for one run directory."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+from simulation.config import Config, dump_config
+
+log = logging.getLogger(__name__)
+
+_PASS_ENV = ("CDCDA_CACHE", "HF_HOME", "HF_HUB_OFFLINE", "OPENAI_API_KEY", "WANDB_MODE")
+
+
+def _environment(run_dir: Path, cfg: Config) -> dict[str, str]:
+    threads = str(max(1, int(cfg.runtime.client_cpus)))
+    env = {
+        "CDCDA_RUN_DIR": str(run_dir),
+        "FLWR_TELEMETRY_ENABLED": "0",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_DEDUP_LOGS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "WANDB_SILENT": "true",
+        "OMP_NUM_THREADS": threads,  # one simulated device = client_cpus cores
+        "MKL_NUM_THREADS": threads,
+    }
+    env.update({k: os.environ[k] for k in _PASS_ENV if k in os.environ})
+    if cfg.cloud.openai.api_key_env in os.environ:
+        env[cfg.cloud.openai.api_key_env] = os.environ[cfg.cloud.openai.api_key_env]
+    return env
+
+
+def run(cfg: Config, run_dir: Path, console=None) -> dict:
+    """Run the experiment in `run_dir` (resuming what is there) and return its summary."""
+    import json
+
+    import ray
+    from flwr.simulation import run_simulation
+
+    from clients.client_app import app as client_app
+    from simulation.server_app import app as server_app
+
+    run_dir = run_dir.resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, run_dir / "config.toml")
+    env = _environment(run_dir, cfg)
+    os.environ.update({k: v for k, v in env.items() if not k.endswith("NUM_THREADS")})
+    os.environ.setdefault("FLWR_HOME", str(run_dir / ".flwr"))
+    address = cfg.runtime.ray_address or os.environ.get("RAY_ADDRESS") or None
+    if not ray.is_initialized():
+        init = {"address": address, "include_dashboard": False, "log_to_driver": True,
+                "runtime_env": {"env_vars": {**env, "PYTHONPATH": os.pathsep.join(sys.path)}}}
+        if address is None and cfg.runtime.num_cpus:
+            init["num_cpus"] = cfg.runtime.num_cpus
+        ray.init(**init)
+    resources = {"num_cpus": cfg.runtime.client_cpus, "num_gpus": cfg.runtime.client_gpus}
+    stop = threading.Event()
+    watcher = None
+    if console is not None:
+        watcher = threading.Thread(target=_watch, args=(run_dir, cfg, console, stop), daemon=True)
+        watcher.start()
+    try:
+        run_simulation(server_app=server_app, client_app=client_app,
+                       num_supernodes=cfg.experiment.users,
+                       backend_config={"client_resources": resources})
+    finally:
+        stop.set()
+        if watcher is not None:
+            watcher.join()
+        ray.shutdown()
+    summary_path = run_dir / "summary.json"
+    if not summary_path.exists():
+        raise RuntimeError(f"the simulation ended without writing {summary_path}; see the log")
+    return json.loads(summary_path.read_text())
+
+
+def _watch(run_dir: Path, cfg: Config, console, stop: threading.Event) -> None:
+    """A progress bar per method, fed by the per-user result files as they land."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    users = cfg.experiment.sample or cfg.experiment.users
+    with Progress("[bold]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=False) as bar:
+        tasks = {m: bar.add_task(m, total=users) for m in cfg.experiment.methods}
+        while not stop.wait(1.0):
+            for m, t in tasks.items():
+                folder = run_dir / "results" / m
+                done = len(list(folder.glob("*.json"))) if folder.exists() else 0
+                bar.update(t, completed=done)
+        for m, t in tasks.items():
+            folder = run_dir / "results" / m
+            bar.update(t, completed=len(list(folder.glob("*.json"))) if folder.exists() else 0)
+        time.sleep(0)

@@ -1,0 +1,24 @@
+"""The cloud as a Flower ServerApp: resolves the run, then runs the experiment on the Grid."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from simulation.experiment import resolve_run, run_experiment
+
+log = logging.getLogger(__name__)
+app = ServerApp()
+
+RUN_DIR_ENV = "CDCDA_RUN_DIR"
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    cfg, run_dir = resolve_run(dict(context.run_config), os.environ.get(RUN_DIR_ENV))
+    summary = run_experiment(grid, cfg, run_dir)
+    log.info("summary: %s", run_dir / "summary.json")
+    del summary

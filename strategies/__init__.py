@@ -1,0 +1,1 @@
+"""Flower coordination: the augmentation strategy (metrics only, never aggregates weights)."""
