@@ -46,7 +46,7 @@ class CloudSettings:
         check(self.temperature >= 0, "temperature", "must be >= 0")
         check(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
         if self.backend == "openai":
-            check(bool(self.openai.model), "model", "must name the served model")
+            check(bool(self.openai.model), "openai.model", "must name the served model")
 
 
 @dataclass

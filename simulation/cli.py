@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 console = Console(stderr=True)
+OUR_PACKAGES = ("tasks", "models", "clients", "server", "strategies", "simulation")
 
 
 def _data_make(args: argparse.Namespace) -> int:
@@ -87,10 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(message)s",
         handlers=[RichHandler(console=console, show_path=False)],
     )
+    level = logging.DEBUG if args.verbose else logging.INFO
+    for name in OUR_PACKAGES:
+        logging.getLogger(name).setLevel(level)
+    logging.getLogger("flwr").setLevel(level)  # Flower logs its engine at DEBUG by default
     try:
         return args.fn(args)
     except (ValueError, FileNotFoundError, RuntimeError) as err:

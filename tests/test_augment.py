@@ -1,0 +1,82 @@
+"""Augmentation prompts, candidate parsing, filters and their counts, consistency check."""
+
+from server.augment import augment
+from server.filters import filter_candidates
+from server.prompts import augmentation_prompt, parse_candidate
+from server.settings import AugmentSettings
+from tasks import get_task
+
+TAGS = get_task("LaMP-2")
+SEEDS = [{"description": "A lone astronaut races to repair the station.", "tag": "sci-fi"},
+         {"description": "A shy librarian writes letters to a lost love.", "tag": "romance"}]
+
+
+def test_prompt_shows_seeds_and_opens_a_block():
+    p = augmentation_prompt(TAGS, SEEDS, 0)
+    assert p.endswith("\n\ndescription:")
+    assert "tag: sci-fi" in p and "tag: romance" in p
+    assert augmentation_prompt(TAGS, SEEDS, 0) == p  # seeded shuffle
+
+
+def test_parse_candidate_reads_fields_and_rejects_malformed():
+    assert parse_candidate(TAGS, " A robot paints.\ntag: Sci-Fi") == {
+        "description": "A robot paints.", "tag": "Sci-Fi"}
+    assert parse_candidate(TAGS, " only a description") is None
+    assert parse_candidate(TAGS, "") is None
+
+
+def test_filters_count_every_reason():
+    cands = [
+        None,                                                                     # unparsable
+        {"description": "A dragon guards a village in the hills.", "tag": "cooking"},  # label
+        {"description": "Hi.", "tag": "comedy"},                                  # format
+        {"description": "A lone astronaut races to repair the station!", "tag": "sci-fi"},  # seed
+        {"description": "A detective hunts a killer in the rain.", "tag": "Violence"},  # kept
+        {"description": "A detective hunts a killer in the rain.", "tag": "violence"},  # dup
+        {"description": "A detective hunts a killer in the rain today.", "tag": "action"},  # near
+        {"description": "Two chefs open a restaurant on the moon.", "tag": "comedy"},   # kept
+    ]
+    res = filter_candidates(TAGS, cands, SEEDS, near_duplicate=0.8)
+    assert [c["tag"] for c in res.kept] == ["violence", "comedy"]
+    counts = res.counts()
+    assert counts["generated"] == 8 and counts["kept"] == 2
+    for reason in ("unparsable", "invalid_label", "invalid_format", "copy_of_seed",
+                   "duplicate", "near_duplicate"):
+        assert counts[f"rejected_{reason}"] == 1, reason
+
+
+class ScriptedLLM:
+    """A stand-in cloud that answers from a script, recording what it was asked."""
+
+    name = "scripted"
+
+    def __init__(self, answers, relabel="sci-fi"):
+        self.answers = answers
+        self.relabel = relabel
+        self.calls = []
+
+    def complete(self, prompts, seed, greedy=False):
+        self.calls.append((list(prompts), greedy))
+        if greedy:
+            return [f" {self.relabel}" for _ in prompts]
+        return [self.answers[i % len(self.answers)] for i in range(len(prompts))]
+
+
+def test_augment_batches_all_users_in_one_call_and_checks_consistency():
+    llm = ScriptedLLM([" A robot learns to paint sunsets.\ntag: sci-fi",
+                       " A knight loses a duel to a goose.\ntag: comedy"])
+    seeds = {"u0": SEEDS, "u1": SEEDS[:1]}
+    out, report = augment(llm, TAGS, seeds, AugmentSettings(n=2, consistency=True), seed=0)
+    first_prompts, greedy = llm.calls[0]
+    assert len(first_prompts) == 4 and not greedy  # 2 users x n=2 in one batch
+    assert llm.calls[1][1]  # consistency pass is greedy
+    assert [c["tag"] for c in out["u0"]] == ["sci-fi"]  # the comedy one was re-labelled sci-fi
+    assert report.per_user["u0"]["rejected_inconsistent"] == 1
+    assert report.totals()["generated"] == 4 and report.totals()["kept"] == 2
+
+
+def test_zero_seeds_still_prompts_from_the_task_alone():
+    llm = ScriptedLLM([" A robot learns to paint sunsets.\ntag: sci-fi"])
+    out, report = augment(llm, TAGS, {"u0": []}, AugmentSettings(n=3), seed=0)
+    assert llm.calls[0][0][0].startswith("Movies tagged by one user")
+    assert report.per_user["u0"]["kept"] == 1 and report.per_user["u0"]["rejected_duplicate"] == 2
