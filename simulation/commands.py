@@ -47,3 +47,7 @@ def add_run_and_bench(sub: argparse._SubParsersAction) -> None:
                    help="override a config value, e.g. --set device.train.epochs=2")
     r.add_argument("--ray-address", help="Ray cluster address ('auto' after `ray start`)")
     r.set_defaults(fn=_run)
+
+    from simulation.bench import add_bench
+
+    add_bench(sub)

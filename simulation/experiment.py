@@ -18,6 +18,7 @@ from tasks.files import write_json
 from tasks.structured import to_mapping
 
 log = logging.getLogger(__name__)
+APP_ROOT = Path(__file__).resolve().parent.parent
 
 
 def prepare_data(cfg: Config, run_dir: Path) -> tuple[Path, str, str]:
@@ -47,7 +48,10 @@ def resolve_run(run_config: dict, env_run_dir: str | None) -> tuple[Config, Path
         run_dir = Path(env_run_dir)
         return load_config(run_dir / "config.toml"), run_dir
     overrides = [o for o in str(run_config.get("overrides", "")).split(";") if o.strip()]
-    cfg = load_config(run_config.get("config-file") or None, overrides)
+    config_file = str(run_config.get("config-file") or "")
+    if config_file and not Path(config_file).is_absolute() and not Path(config_file).exists():
+        config_file = str(APP_ROOT / config_file)  # `flwr run` starts us inside the app bundle
+    cfg = load_config(config_file or None, overrides)
     run_dir = Path(str(run_config.get("out", "runs/flwr"))).resolve()
     dump_config(cfg, run_dir / "config.toml")
     return cfg, run_dir

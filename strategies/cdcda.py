@@ -146,7 +146,8 @@ class AugmentationStrategy:
         self._exchange(grid, msgs, "setup", lambda node, reply: None)
         users = sorted(self.node_user.items(), key=lambda kv: kv[1])
         if self.sample and self.sample < len(users):
-            users = sorted(random.Random(self.seed).sample(users, self.sample), key=lambda kv: kv[1])
+            picked = random.Random(self.seed).sample(users, self.sample)
+            users = sorted(picked, key=lambda kv: kv[1])
         self.node_user = dict(users)
         log.info("%d devices answered; %d users sampled", len(nodes), len(users))
         return self.node_user
