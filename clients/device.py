@@ -47,12 +47,12 @@ _DATA: dict[tuple[str, str, str], LampData] = {}
 def runtime(settings: DeviceSettings) -> DeviceRuntime:
     from peft import get_peft_model
 
-    key = json.dumps([settings.model, settings.dtype, settings.prompt_style,
+    key = json.dumps([settings.model, settings.dtype, settings.accelerator, settings.prompt_style,
                       to_mapping(settings.lora)], sort_keys=True)
     if key not in _RUNTIMES:
         if settings.threads:
             torch.set_num_threads(settings.threads)
-        loaded = load_model(settings.model, settings.dtype)
+        loaded = load_model(settings.model, settings.dtype, settings.accelerator)
         peft_model = get_peft_model(loaded.model, settings.lora.peft_config())
         peft_model.eval()
         _RUNTIMES.clear()  # one base per process: never keep two copies resident

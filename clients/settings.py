@@ -84,6 +84,8 @@ class SeedSettings:
 class DeviceSettings:
     model: str = field(default="smollm2-135m-instruct", metadata={"help": "device base model"})
     dtype: Literal["float32", "bfloat16"] = "float32"
+    accelerator: Literal["auto", "cpu", "cuda"] = field(
+        default="auto", metadata={"help": "auto = CUDA when this worker was given a GPU"})
     prompt_style: Literal["auto", "chat", "plain"] = "auto"
     threads: int = field(default=0, metadata={"help": "torch threads per device; 0 = leave"})
     lora: LoraSettings = field(default_factory=LoraSettings)

@@ -168,10 +168,20 @@ class LoadedModel:
     load_seconds: float
 
 
+def pick_device(accelerator: str) -> str:
+    """'auto' -> 'cuda' when this process sees a GPU, else 'cpu'."""
+    if accelerator == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if accelerator == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("accelerator = 'cuda' but this process sees no CUDA device")
+    return accelerator
+
+
 def load_model(name: str, dtype: str = "float32", device: str = "cpu") -> LoadedModel:
     """Load a causal LM by name for inference or LoRA training; the base is frozen."""
     from transformers import AutoModelForCausalLM
 
+    device = pick_device(device)
     start = time.perf_counter()
     tokenizer = load_tokenizer(name)
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

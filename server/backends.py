@@ -53,8 +53,11 @@ class BlankLineStop:
 
     def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
         new = input_ids[:, self.prompt_len :]
+        if self.double.device != new.device:
+            self.double, self.ends, self.starts = (
+                t.to(new.device) for t in (self.double, self.ends, self.starts))
         if new.shape[1] == 0:
-            return torch.zeros(input_ids.shape[0], dtype=torch.bool)
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=new.device)
         # (B,) whether any generated position holds a blank line so far
         hit = torch.isin(new, self.double).any(dim=1)
         if new.shape[1] >= 2:
@@ -72,7 +75,7 @@ class EmbeddedLLM:
         if settings.threads:
             torch.set_num_threads(settings.threads)
         self.settings = settings
-        loaded = load_model(settings.model, settings.dtype)
+        loaded = load_model(settings.model, settings.dtype, settings.accelerator)
         self.model, self.tokenizer = loaded.model, loaded.tokenizer
         self.name = f"embedded:{settings.model}"
         self.load_seconds = loaded.load_seconds
@@ -89,6 +92,7 @@ class EmbeddedLLM:
         for b in range(0, len(order), s.batch_size):
             idx = order[b : b + s.batch_size]
             enc = self.tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True)
+            enc = enc.to(self.model.device)
             self.stop.prompt_len = enc["input_ids"].shape[1]
             gen = self.model.generate(
                 **enc, max_new_tokens=s.max_new_tokens, do_sample=not greedy and s.temperature > 0,

@@ -33,6 +33,8 @@ class CloudSettings:
     backend: Literal["embedded", "openai"] = "embedded"
     model: str = field(default="gemma3-270m", metadata={"help": "embedded backend's model"})
     dtype: Literal["float32", "bfloat16"] = "float32"
+    accelerator: Literal["auto", "cpu", "cuda"] = field(
+        default="auto", metadata={"help": "auto = CUDA when available"})
     batch_size: int = field(default=32, metadata={"help": "prompts per generate call"})
     max_new_tokens: int = field(default=64, metadata={"help": "tokens per candidate"})
     temperature: float = field(default=0.8, metadata={"help": "sampling temperature"})

@@ -80,3 +80,38 @@ def test_zero_seeds_still_prompts_from_the_task_alone():
     out, report = augment(llm, TAGS, {"u0": []}, AugmentSettings(n=3), seed=0)
     assert llm.calls[0][0][0].startswith("Movies tagged by one user")
     assert report.per_user["u0"]["kept"] == 1 and report.per_user["u0"]["rejected_duplicate"] == 2
+
+
+def test_blank_line_stop_fires_on_one_or_two_newline_tokens():
+    import torch
+
+    from models import load_tokenizer
+    from server.backends import BlankLineStop
+
+    tok = load_tokenizer("tiny-random")
+    stop = BlankLineStop(tok)
+    prompt = tok("title: x", return_tensors="pt")["input_ids"]
+    stop.prompt_len = prompt.shape[1]
+
+    def fires(text):
+        new = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
+        return bool(stop(torch.cat([prompt, new], dim=1), None)[0])
+
+    assert fires(" A robot paints.\n\ntext:")
+    assert not fires(" A robot paints.\ntag: sci-fi")
+    nl = tok("\n", add_special_tokens=False)["input_ids"]
+    two = torch.tensor([nl + nl])  # two separate newline tokens
+    assert bool(stop(torch.cat([prompt, two], dim=1), None)[0])
+
+
+def test_embedded_backend_samples_per_prompt_in_input_order():
+    from server.backends import EmbeddedLLM
+    from server.settings import CloudSettings
+
+    llm = EmbeddedLLM(CloudSettings(model="tiny-random-1", max_new_tokens=8, batch_size=2))
+    prompts = ["short", "a much longer prompt than the first one", "mid length"]
+    a = llm.complete(prompts, seed=3)
+    assert len(a) == 3 and a == llm.complete(prompts, seed=3)  # seeded
+    assert all("\n\n" not in t for t in a)
+    greedy = llm.complete(prompts[:1], seed=0, greedy=True)
+    assert greedy == llm.complete(prompts[:1], seed=9, greedy=True)
