@@ -45,7 +45,9 @@ class TrainSettings:
     max_grad_norm: float = field(default=1.0, metadata={"help": "clip per user; 0 disables"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     bf16: bool = field(default=True, metadata={"help": "bf16 autocast (CPU and CUDA)"})
-    max_steps: int = field(default=0, metadata={"help": "stop after this many steps; 0 = no cap"})
+    steps: int = field(default=0, metadata={
+        "help": "exact optimiser steps per user, cycling the data; 0 = `epochs` passes. "
+                "Use it to compare methods whose users hold different amounts of data"})
 
     def __post_init__(self) -> None:
         check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
@@ -53,7 +55,7 @@ class TrainSettings:
         check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         check(self.max_length >= 16, "max_length", f"must be >= 16, got {self.max_length}")
         check(self.real_weight > 0, "real_weight", f"must be > 0, got {self.real_weight}")
-        check(self.max_steps >= 0, "max_steps", f"must be >= 0, got {self.max_steps}")
+        check(self.steps >= 0, "steps", f"must be >= 0, got {self.steps}")
 
 
 @dataclass

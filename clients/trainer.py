@@ -109,7 +109,9 @@ def train_lora(
     pad_id = tokenizer.pad_token_id
     model.train()
     start = time.perf_counter()
-    for _ in range(settings.epochs):
+    batches_per_epoch = math.ceil(len(rows) / settings.batch_size)
+    epochs = math.ceil(settings.steps / batches_per_epoch) if settings.steps else settings.epochs
+    for _ in range(epochs):
         order = torch.randperm(len(rows), generator=gen).tolist()
         epoch_loss, epoch_batches = 0.0, 0
         for b in range(0, len(order), settings.batch_size):
@@ -131,11 +133,9 @@ def train_lora(
             report.steps += 1
             epoch_loss += value
             epoch_batches += 1
-            if settings.max_steps and report.steps >= settings.max_steps:
+            if settings.steps and report.steps >= settings.steps:
                 break
         report.epoch_losses.append(epoch_loss / max(epoch_batches, 1))
-        if settings.max_steps and report.steps >= settings.max_steps:
-            break
     model.eval()
     report.seconds = time.perf_counter() - start
     return report

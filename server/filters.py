@@ -17,6 +17,17 @@ def _words(text: str) -> frozenset[str]:
     return frozenset(re.findall(r"\w+", text.lower()))
 
 
+def _item_words(task: Task, item: dict) -> frozenset[str]:
+    """What two examples are compared on for copies and near duplicates.
+
+    Labels and ratings: the input alone (the same input with another label is a conflict,
+    not new data). Generation: input and output together, so a templated input with a new
+    answer is new, while a new input carrying a seed's very answer is still a copy.
+    """
+    fields = task.item_fields if task.kind == "generation" else task.item_fields[:1]
+    return _words(" ".join(str(item.get(f, "")) for f in fields))
+
+
 def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
     return len(a & b) / len(a | b) if a or b else 1.0
 
@@ -44,8 +55,7 @@ def filter_candidates(task: Task, candidates: Sequence[dict | None], seeds: Sequ
                       near_duplicate: float) -> FilterResult:
     """Validate format and label, drop copies of seeds and exact or near duplicates."""
     res = FilterResult(generated=len(candidates))
-    x = task.item_fields[0]
-    seed_words = [_words(str(s[x])) for s in seeds]
+    seed_words = [_item_words(task, s) for s in seeds]
     kept_words: list[frozenset[str]] = []
     kept_exact: set[str] = set()
     for cand in candidates:
@@ -56,10 +66,11 @@ def filter_candidates(task: Task, candidates: Sequence[dict | None], seeds: Sequ
         if len(task.item_fields) == 2 and not task.is_valid_output(cand[task.item_fields[1]]):
             res.rejected["invalid_label"] += 1
             continue
-        words = _words(cand[x])
-        if len(words) < 3 or len(cand[x]) > 1000:
+        x = task.item_fields[0]
+        if len(_words(cand[x])) < 3 or len(cand[x]) > 1000:
             res.rejected["invalid_format"] += 1
             continue
+        words = _item_words(task, cand)
         if any(jaccard(words, s) >= near_duplicate for s in seed_words):
             res.rejected["copy_of_seed"] += 1
             continue

@@ -115,3 +115,15 @@ def test_embedded_backend_samples_per_prompt_in_input_order():
     assert all("\n\n" not in t for t in a)
     greedy = llm.complete(prompts[:1], seed=0, greedy=True)
     assert greedy == llm.complete(prompts[:1], seed=9, greedy=True)
+
+
+def test_generation_copies_are_judged_on_input_and_output():
+    task = get_task("LaMP-4")
+    seed = {"text": "On Monday the city council approved the plan to extend night buses.",
+            "title": "Will the city council approve plan to extend night buses?"}
+    same_answer = {"text": "On Friday the city council approved the plan to extend night buses.",
+                   "title": "Will the city council approve plan to extend night buses?"}
+    new_answer = {"text": "On Monday the city council rejected the parking fees.",
+                  "title": "Will the city council reject parking fees?"}
+    res = filter_candidates(task, [same_answer, new_answer], [seed], near_duplicate=0.8)
+    assert res.kept == [new_answer] and res.rejected["copy_of_seed"] == 1

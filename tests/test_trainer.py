@@ -79,3 +79,12 @@ def test_saved_adapter_reloads_in_fresh_process_with_same_predictions(tags_data,
                          check=True)
     texts = json.loads(res.stdout.strip().splitlines()[-1])
     assert texts == [p["raw"] for p in preds["predictions"]]
+
+
+def test_fixed_step_budget_cycles_the_data(tags_data, tiny_device):
+    _, rt = tiny_device
+    pairs = tags_data.train_pairs("u3")  # 6 pairs: 2 batches of 4 per epoch
+    device.reset_adapter(rt.model, 0)
+    r = train_lora(rt.model, rt.tokenizer, rt.formatter, pairs,
+                   TrainSettings(steps=5, batch_size=4, bf16=False), seed=0)
+    assert r.steps == 5 and len(r.epoch_losses) == 3
