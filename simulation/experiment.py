@@ -23,21 +23,22 @@ APP_ROOT = Path(__file__).resolve().parent.parent
 
 def prepare_data(cfg: Config, run_dir: Path) -> tuple[Path, str, str]:
     """(folder, split, task) of the run's data; the benchmark is generated once per run dir."""
+    users = cfg.experiment.users
     if cfg.data.source == "lamp":
         folder = Path(cfg.data.dir).expanduser()
         data = load_lamp_dir(folder, cfg.data.split, cfg.data.task)  # fails early, names file
-        if len(data.users) < cfg.experiment.users:
-            raise ValueError(f"data.dir {folder} has {len(data.users)} users but "
-                             f"experiment.users = {cfg.experiment.users}")
+        if len(data.users) < users:
+            raise ValueError(f"data.dir {folder} has {len(data.users)} users but the "
+                             f"simulation has {users} devices")
         return folder, cfg.data.split, data.task.name
     d = cfg.data
     folder = run_dir / "data" / d.benchmark
-    want = {"generator": d.benchmark, "users": cfg.experiment.users, "seed": cfg.experiment.seed,
+    want = {"generator": d.benchmark, "users": users, "seed": cfg.experiment.seed,
             "profile_size": d.profile_size, "queries": d.queries, "noise": d.noise}
     meta_path = folder / "benchmark.json"
     have = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     if any(have.get(k) != v for k, v in want.items()):
-        make_benchmark(d.benchmark, cfg.experiment.users, cfg.experiment.seed, folder,
+        make_benchmark(d.benchmark, users, cfg.experiment.seed, folder,
                        d.profile_size, d.queries, d.noise)
     return folder, "dev", GENERATORS[d.benchmark][0]
 
@@ -112,7 +113,7 @@ def run_experiment(grid: Grid, cfg: Config, run_dir: Path, progress=None) -> dic
                      "communication": {}}
     start = time.perf_counter()
     try:
-        strategy.discover(grid)
+        strategy.discover(grid, cfg.experiment.users)
         summary["users"] = sorted(strategy.node_user.values())
         for step, method in enumerate(cfg.experiment.methods):
             log.info("method %s: %d users", method, len(strategy.node_user))

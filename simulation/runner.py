@@ -48,6 +48,7 @@ def run(cfg: Config, run_dir: Path, console=None) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, run_dir / "config.toml")
     env = _environment(run_dir, cfg)
+    saved_environ = dict(os.environ)  # restored at the end: nothing leaks into later runs
     os.environ.update({k: v for k, v in env.items() if not k.endswith("NUM_THREADS")})
     os.environ.setdefault("FLWR_HOME", str(run_dir / ".flwr"))
     address = cfg.runtime.ray_address or os.environ.get("RAY_ADDRESS") or None
@@ -72,6 +73,8 @@ def run(cfg: Config, run_dir: Path, console=None) -> dict:
         if watcher is not None:
             watcher.join()
         ray.shutdown()
+        os.environ.clear()
+        os.environ.update(saved_environ)
     summary_path = run_dir / "summary.json"
     if not summary_path.exists():
         raise RuntimeError(f"the simulation ended without writing {summary_path}; see the log")

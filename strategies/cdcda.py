@@ -139,9 +139,26 @@ class AugmentationStrategy:
         write_json(self._result_path(method, user), metrics)
 
     # --- phases --------------------------------------------------------------------------
-    def discover(self, grid: Grid) -> dict[int, str]:
+    def wait_for_nodes(self, grid: Grid, expected: int, settle: float = 5.0,
+                       max_wait: float = 60.0) -> list[int]:
+        """SuperNodes register asynchronously: wait for `expected` of them, or until their
+        number has not changed for `settle` seconds (a smaller federation), at most max_wait."""
+        start = last_change = time.time()
+        nodes: list[int] = []
+        while True:
+            now_nodes = sorted(grid.get_node_ids())
+            if len(now_nodes) != len(nodes):
+                nodes, last_change = now_nodes, time.time()
+            if len(nodes) >= expected or time.time() - start > max_wait or (
+                    nodes and time.time() - last_change > settle):
+                return nodes
+            time.sleep(0.1)
+
+    def discover(self, grid: Grid, expected: int = 0) -> dict[int, str]:
         """Learn which user each SuperNode holds (one tiny query per node)."""
-        nodes = sorted(grid.get_node_ids())
+        nodes = self.wait_for_nodes(grid, expected) if expected else sorted(grid.get_node_ids())
+        if expected and len(nodes) != expected:
+            log.warning("%d SuperNodes for experiment.users = %d", len(nodes), expected)
         msgs = [self._message(n, "query.user", "setup") for n in nodes]
         self._exchange(grid, msgs, "setup", lambda node, reply: None)
         users = sorted(self.node_user.items(), key=lambda kv: kv[1])

@@ -1,6 +1,7 @@
 """End to end on tiny models: the real Flower simulation engine on Ray with 4 users."""
 
 import json
+import os
 
 import pytest
 
@@ -41,3 +42,33 @@ def test_four_users_through_flower_on_ray_then_resume(tmp_path, capsys):
     assert (out / "results" / "cdcda" / "u0.json").stat().st_mtime_ns == stamp
     assert again["methods"]["cdcda"]["per_user"] == summary["methods"]["cdcda"]["per_user"]
     assert again["communication"]["cdcda"]["by_kind"] == {}  # no messages the second time
+    assert "CDCDA_RUN_DIR" not in os.environ  # the run's settings do not leak out
+
+
+def test_flwr_run_dot_runs_the_same_apps(tmp_path):
+    """Flower's own entry point: local SuperLink, federation of 2 SuperNodes, our apps."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    out = tmp_path / "flwr-run"
+    env = {**os.environ, "FLWR_HOME": str(tmp_path / "flwr-home"),
+           "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "FLWR_TELEMETRY_ENABLED": "0",
+           "RAY_USAGE_STATS_ENABLED": "0"}
+    flwr = Path(sys.executable).parent / "flwr"
+    root = Path(__file__).resolve().parent.parent
+    try:
+        subprocess.run([str(flwr), "run", ".", "--stream", "--run-config",
+                        f'out="{out}" config-file="configs/tiny.toml" '
+                        f'overrides="experiment.methods=[\'zero_shot\',\'cdcda\']"'],
+                       cwd=root, env=env, check=True, timeout=300, capture_output=True)
+        deadline = time.time() + 120
+        while not (out / "summary.json").exists() and time.time() < deadline:
+            time.sleep(1)
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["users"] == ["u0", "u1"]  # Flower's default federation size
+        assert set(summary["methods"]) == {"zero_shot", "cdcda"}
+        assert summary["methods"]["cdcda"]["failures"] == {}
+    finally:  # `flwr run` leaves its local SuperLink running: stop the one we started
+        subprocess.run(["pkill", "-f", str(tmp_path / "flwr-home")], check=False)
