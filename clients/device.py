@@ -24,9 +24,6 @@ from tasks import LampData, Task, UserData, load_lamp_dir
 from tasks.files import write_json
 from tasks.structured import to_mapping
 
-BASE_METHODS = ("zero_shot", "profile_prompt")  # no training, base model only
-TRAIN_METHODS = ("local_real", "cdcda")
-
 
 @dataclass
 class DeviceRuntime:

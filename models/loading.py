@@ -113,7 +113,13 @@ def resolve_model_dir(name: str) -> str:
     if name in NAMED_MODELS:
         out = cache_root() / "models" / name
         if not (out / "cdcda-source.json").exists():
-            _convert_gguf(NAMED_MODELS[name], out)
+            from filelock import FileLock
+
+            out.parent.mkdir(parents=True, exist_ok=True)
+            # several Ray workers on one machine may ask at once: one converts, others wait
+            with FileLock(str(out) + ".lock"):
+                if not (out / "cdcda-source.json").exists():
+                    _convert_gguf(NAMED_MODELS[name], out)
         return str(out)
     if name.startswith(TINY_PREFIX):
         return resolve_model_dir("smollm2-135m-instruct")  # the tiny model borrows its tokenizer

@@ -43,7 +43,7 @@ def augment(
     across users and an HTTP backend keeps `concurrency` requests in flight.
     """
     start = time.perf_counter()
-    users = list(seeds)
+    users = sorted(seeds)  # replies arrive in any order; batches and seeds must not depend on it
     prompts, owners = [], []
     for u_index, uid in enumerate(users):
         for c in range(settings.n):

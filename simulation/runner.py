@@ -6,7 +6,6 @@ import logging
 import os
 import sys
 import threading
-import time
 from pathlib import Path
 
 from simulation.config import Config, dump_config
@@ -42,11 +41,16 @@ def run(cfg: Config, run_dir: Path, console=None) -> dict:
     from flwr.simulation import run_simulation
 
     from clients.client_app import app as client_app
+    from models import resolve_model_dir
     from simulation.server_app import app as server_app
 
     run_dir = run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, run_dir / "config.toml")
+    # convert bundled models once, here, before devices start asking for them
+    resolve_model_dir(cfg.device.model)
+    if cfg.cloud.backend == "embedded" and "cdcda" in cfg.experiment.methods:
+        resolve_model_dir(cfg.cloud.model)
     env = _environment(run_dir, cfg)
     saved_environ = dict(os.environ)  # restored at the end: nothing leaks into later runs
     os.environ.update({k: v for k, v in env.items() if not k.endswith("NUM_THREADS")})
@@ -97,4 +101,3 @@ def _watch(run_dir: Path, cfg: Config, console, stop: threading.Event) -> None:
         for m, t in tasks.items():
             folder = run_dir / "results" / m
             bar.update(t, completed=len(list(folder.glob("*.json"))) if folder.exists() else 0)
-        time.sleep(0)

@@ -127,3 +127,11 @@ def test_generation_copies_are_judged_on_input_and_output():
                   "title": "Will the city council reject parking fees?"}
     res = filter_candidates(task, [same_answer, new_answer], [seed], near_duplicate=0.8)
     assert res.kept == [new_answer] and res.rejected["copy_of_seed"] == 1
+
+
+def test_augmentation_does_not_depend_on_reply_order():
+    llm_a, llm_b = ScriptedLLM([" A robot.\ntag: sci-fi"]), ScriptedLLM([" A robot.\ntag: sci-fi"])
+    other = [{"description": "A knight loses a duel to a goose.", "tag": "comedy"}]
+    augment(llm_a, TAGS, {"u0": SEEDS, "u1": other}, AugmentSettings(n=2), seed=5)
+    augment(llm_b, TAGS, {"u1": other, "u0": SEEDS}, AugmentSettings(n=2), seed=5)
+    assert llm_a.calls == llm_b.calls
