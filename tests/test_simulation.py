@@ -53,16 +53,19 @@ def test_flwr_run_dot_runs_the_same_apps(tmp_path):
     from pathlib import Path
 
     out = tmp_path / "flwr-run"
-    env = {**os.environ, "FLWR_HOME": str(tmp_path / "flwr-home"),
+    flwr = Path(sys.executable).parent / "flwr"
+    # flwr starts `flower-superlink` from PATH: the venv's bin must be on it
+    env = {**os.environ, "PATH": f"{flwr.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "FLWR_HOME": str(tmp_path / "flwr-home"),
            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "FLWR_TELEMETRY_ENABLED": "0",
            "RAY_USAGE_STATS_ENABLED": "0"}
-    flwr = Path(sys.executable).parent / "flwr"
     root = Path(__file__).resolve().parent.parent
     try:
-        subprocess.run([str(flwr), "run", ".", "--stream", "--run-config",
-                        f'out="{out}" config-file="configs/tiny.toml" '
-                        f'overrides="experiment.methods=[\'zero_shot\',\'cdcda\']"'],
-                       cwd=root, env=env, check=True, timeout=300, capture_output=True)
+        done = subprocess.run([str(flwr), "run", ".", "--stream", "--run-config",
+                               f'out="{out}" config-file="configs/tiny.toml" '
+                               f'overrides="experiment.methods=[\'zero_shot\',\'cdcda\']"'],
+                              cwd=root, env=env, timeout=300, capture_output=True, text=True)
+        assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
         deadline = time.time() + 120
         while not (out / "summary.json").exists() and time.time() < deadline:
             time.sleep(1)
