@@ -122,7 +122,10 @@ def run_experiment(grid: Grid, cfg: Config, run_dir: Path, progress=None) -> dic
             summary["methods"][method] = {"metrics": metrics, "per_user": result.per_user,
                                           "failures": result.failures,
                                           "seconds": result.seconds}
-            summary["communication"][method] = ledger.summary(method)
+            summary["communication"][method] = {
+                **ledger.summary(method),
+                "projection_1000_users": ledger.projection(method, 1000),
+            }
             summary["communication"]["setup"] = ledger.summary("setup")
             if method == "cdcda":
                 summary["augmentation"] = _augmentation(strategy.augment_counts)

@@ -42,11 +42,14 @@ def run(cfg: Config, run_dir: Path, console=None) -> dict:
 
     from clients.client_app import app as client_app
     from models import resolve_model_dir
+    from simulation.experiment import prepare_data
     from simulation.server_app import app as server_app
 
     run_dir = run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, run_dir / "config.toml")
+    # bad data fails here with the file, item and field named, before Ray starts
+    prepare_data(cfg, run_dir)
     # convert bundled models once, here, before devices start asking for them
     resolve_model_dir(cfg.device.model)
     if cfg.cloud.backend == "embedded" and "cdcda" in cfg.experiment.methods:

@@ -75,3 +75,16 @@ def test_flwr_run_dot_runs_the_same_apps(tmp_path):
         assert summary["methods"]["cdcda"]["failures"] == {}
     finally:  # `flwr run` leaves its local SuperLink running: stop the one we started
         subprocess.run(["pkill", "-f", str(tmp_path / "flwr-home")], check=False)
+
+
+def test_malformed_lamp_data_fails_before_the_simulation_starts(tmp_path, capsys):
+    data = tmp_path / "lamp"
+    data.mkdir()
+    (data / "dev_questions.json").write_text(json.dumps([{"id": "q1", "input": "x",
+                                                          "profile": [{"id": "p1"}]}]))
+    code = main(["run", "--config", "configs/tiny.toml", "--out", str(tmp_path / "run"),
+                 "--set", "data.source=lamp", "--set", f"data.dir={data}",
+                 "--set", "data.task=LaMP-3"])
+    assert code == 2
+    err = capsys.readouterr().err.replace("\n", "")
+    assert "dev_questions.json" in err and "p1" in err and "'text'" in err
