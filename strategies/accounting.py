@@ -13,6 +13,11 @@ def message_bytes(content: RecordDict) -> int:
     return recorddict_to_proto(content).ByteSize()
 
 
+def record_bytes(content: RecordDict) -> dict[str, int]:
+    """Bytes per top-level record (config, synthetic, meta, metrics, ...) of a message."""
+    return {name: message_bytes(RecordDict({name: rec})) for name, rec in content.items()}
+
+
 class Ledger:
     """Bytes up (device -> cloud) and down (cloud -> device) per method, kind and user."""
 
@@ -20,6 +25,15 @@ class Ledger:
         # method -> kind -> direction -> bytes ; method -> user -> direction -> bytes
         self.by_kind = defaultdict(lambda: defaultdict(lambda: {"up": 0, "down": 0, "messages": 0}))
         self.by_user = defaultdict(lambda: defaultdict(lambda: {"up": 0, "down": 0}))
+        # method -> record name -> direction -> bytes (what the payload is made of)
+        self.by_record = defaultdict(lambda: defaultdict(lambda: {"up": 0, "down": 0}))
+
+    def add_message(self, method: str, kind: str, direction: str, content: RecordDict,
+                    user: str | None) -> None:
+        """Account one message: its whole size, and the size of each of its records."""
+        self.add(method, kind, direction, message_bytes(content), user)
+        for name, nbytes in record_bytes(content).items():
+            self.by_record[method][name][direction] += nbytes
 
     def add(self, method: str, kind: str, direction: str, nbytes: int, user: str | None) -> None:
         entry = self.by_kind[method][kind]
@@ -40,6 +54,7 @@ class Ledger:
             "bytes_up": up,
             "bytes_down": down,
             "by_kind": kinds,
+            "by_record": {k: dict(v) for k, v in self.by_record[method].items()},
             "users": len(users),
             "per_user_mean": {"up": up / n, "down": down / n},
             "per_user_total": {"min": per_user_totals[0], "max": per_user_totals[-1],

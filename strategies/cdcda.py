@@ -19,7 +19,7 @@ from pathlib import Path
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
-from strategies.accounting import Ledger, message_bytes
+from strategies.accounting import Ledger
 from tasks.files import write_json
 
 log = logging.getLogger(__name__)
@@ -94,9 +94,8 @@ class AugmentationStrategy:
         """
         sent: dict[str, tuple[int, str]] = {}
         for msg in messages:
-            nbytes = message_bytes(msg.content)
             user = self.node_user.get(msg.metadata.dst_node_id)
-            self.ledger.add(method, msg.metadata.message_type, "down", nbytes, user)
+            self.ledger.add_message(method, msg.metadata.message_type, "down", msg.content, user)
         kinds = {m.metadata.dst_node_id: m.metadata.message_type for m in messages}
         for mid, msg in zip(grid.push_messages(messages), messages):
             sent[mid] = (msg.metadata.dst_node_id, msg.metadata.message_type)
@@ -114,7 +113,7 @@ class AugmentationStrategy:
                     continue
                 user = str(reply.content["meta"]["user-id"])
                 self.node_user[node] = user
-                self.ledger.add(method, kind, "up", message_bytes(reply.content), user)
+                self.ledger.add_message(method, kind, "up", reply.content, user)
                 if reply.content.array_records:
                     failures[node] = "rejected: reply carries arrays (weights never leave)"
                     log.error("node %s (%s) sent arrays in a %s reply: rejected", node, user, kind)

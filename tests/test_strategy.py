@@ -139,6 +139,10 @@ def test_cdcda_sends_each_user_only_its_own_synthetic_data(tmp_path):
     comm = s.ledger.summary("cdcda")
     assert set(comm["by_kind"]) == {"query.seeds", "train"}
     assert comm["bytes_up"] > 0 and comm["bytes_down"] > 0
+    records = comm["by_record"]
+    assert set(records) == {"config", "synthetic", "meta", "metrics"}
+    assert records["synthetic"]["down"] > 0 and records["synthetic"]["up"] == 0
+    assert records["meta"]["up"] > records["meta"]["down"] == 0  # seeds travel in meta
 
 
 def test_ledger_counts_the_protobuf_size():
