@@ -96,7 +96,6 @@ class AugmentationStrategy:
         for msg in messages:
             user = self.node_user.get(msg.metadata.dst_node_id)
             self.ledger.add_message(method, msg.metadata.message_type, "down", msg.content, user)
-        kinds = {m.metadata.dst_node_id: m.metadata.message_type for m in messages}
         for mid, msg in zip(grid.push_messages(messages), messages):
             sent[mid] = (msg.metadata.dst_node_id, msg.metadata.message_type)
         failures: dict[int, str] = {}
@@ -111,7 +110,12 @@ class AugmentationStrategy:
                     failures[node] = f"{reply.error.code}: {reply.error.reason}"
                     log.warning("node %s failed %s: %s", node, kind, reply.error.reason)
                     continue
-                user = str(reply.content["meta"]["user-id"])
+                try:
+                    user = str(reply.content["meta"]["user-id"])
+                except (KeyError, TypeError):
+                    failures[node] = "bad reply: no meta record with a user-id"
+                    log.warning("node %s: %s reply without meta/user-id", node, kind)
+                    continue
                 self.node_user[node] = user
                 self.ledger.add_message(method, kind, "up", reply.content, user)
                 if reply.content.array_records:
@@ -128,7 +132,7 @@ class AugmentationStrategy:
                 time.sleep(0.05)
         for node, kind in sent.values():
             failures[node] = f"timeout after {self.timeout:.0f} s"
-            log.warning("node %s: no %s reply in %.0f s", node, kinds.get(node, kind), self.timeout)
+            log.warning("node %s: no %s reply in %.0f s", node, kind, self.timeout)
         return failures
 
     def _result_path(self, method: str, user: str) -> Path:

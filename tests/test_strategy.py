@@ -75,21 +75,24 @@ def test_reply_with_arrays_is_rejected_and_not_stored(tmp_path):
     assert not (tmp_path / "results" / "local_real" / "u2.json").exists()
 
 
-def test_error_and_timeout_are_counted_and_the_rest_finishes(tmp_path):
+def test_error_timeout_and_garbage_are_counted_and_the_rest_finishes(tmp_path):
     def behaviour(node, msg):
         if msg.metadata.message_type == "query.user":
             return _reply(msg, f"u{node}", {})
         if node == 2:
             return None  # a device that never answers
+        if node == 3:  # garbage: no meta record
+            return Message(content=RecordDict({"x": MetricRecord({"a": 1.0})}), reply_to=msg)
         return _reply(msg, f"u{node}", {"accuracy": 0.5})
 
     s = _strategy(tmp_path, timeout=0.3)
-    grid = ScriptedGrid([1, 2], behaviour)
+    grid = ScriptedGrid([1, 2, 3], behaviour)
     s.discover(grid)
     res = s.run_method(grid, "zero_shot")
     assert res.per_user == {"u1": {"accuracy": 0.5}}
     assert res.failures["u2"].startswith("timeout")
-    assert res.metrics(["accuracy"])["failures"] == 1
+    assert res.failures["u3"].startswith("bad reply")
+    assert res.metrics(["accuracy"])["failures"] == 2
 
 
 def test_resume_skips_users_with_stored_results(tmp_path):
