@@ -12,7 +12,9 @@ from simulation.config import Config, dump_config
 
 log = logging.getLogger(__name__)
 
-_PASS_ENV = ("CDCDA_CACHE", "HF_HOME", "HF_HUB_OFFLINE", "OPENAI_API_KEY", "WANDB_MODE")
+# What Ray workers (the devices) inherit. Never the cloud's API key: the cloud runs in this
+# process, and Ray records a runtime_env's variables in its session logs.
+_PASS_ENV = ("CDCDA_CACHE", "HF_HOME", "HF_HUB_OFFLINE", "WANDB_MODE")
 
 
 def _environment(run_dir: Path, cfg: Config) -> dict[str, str]:
@@ -28,8 +30,6 @@ def _environment(run_dir: Path, cfg: Config) -> dict[str, str]:
         "MKL_NUM_THREADS": threads,
     }
     env.update({k: os.environ[k] for k in _PASS_ENV if k in os.environ})
-    if cfg.cloud.openai.api_key_env in os.environ:
-        env[cfg.cloud.openai.api_key_env] = os.environ[cfg.cloud.openai.api_key_env]
     return env
 
 

@@ -50,3 +50,12 @@ def test_bad_toml_names_the_file(tmp_path):
     bad.write_text("[experiment\nusers = 3")
     with pytest.raises(ConfigError, match="bad.toml: not valid TOML"):
         load_config(bad)
+
+
+def test_cloud_api_key_is_not_handed_to_ray_workers(monkeypatch, tmp_path):
+    from simulation.runner import _environment
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
+    monkeypatch.setenv("MY_KEY", "sk-secret")
+    cfg = load_config(DEFAULT_CONFIG, ["cloud.openai.api_key_env=MY_KEY"])
+    assert "sk-secret" not in _environment(tmp_path, cfg).values()
