@@ -129,6 +129,23 @@ def load_config(path: Path | str | None = None, overrides: list[str] | tuple[str
         raise ConfigError(f"{where}{err}") from None
 
 
+def config_changes(old: Config, new: Config, ignore: tuple[str, ...] = ("runtime.",)
+                   ) -> list[str]:
+    """Dotted fields whose values differ, e.g. ['device.lora.rank: 8 -> 16']."""
+    out: list[str] = []
+
+    def walk(a, b, prefix: str) -> None:
+        for key in sorted(set(a) | set(b)):
+            name = prefix + key
+            if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+                walk(a[key], b[key], name + ".")
+            elif a.get(key) != b.get(key) and not name.startswith(ignore):
+                out.append(f"{name}: {a.get(key)!r} -> {b.get(key)!r}")
+
+    walk(to_mapping(old), to_mapping(new), "")
+    return out
+
+
 def dump_config(cfg: Config, path: Path) -> None:
     """Write the resolved config beside the results (TOML, reloadable with load_config)."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
-from simulation.config import Config, dump_config
+from simulation.config import Config, config_changes, dump_config, load_config
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,14 @@ def run(cfg: Config, run_dir: Path, console=None) -> dict:
 
     run_dir = run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, run_dir / "config.toml")
+    previous = run_dir / "config.toml"
+    if previous.exists():  # resuming: stored results must come from the same experiment
+        changes = config_changes(load_config(previous), cfg)
+        if changes:
+            raise ValueError(
+                f"{run_dir} holds a run with another config ({'; '.join(changes[:5])}); "
+                f"use a new --out, or resume it with --config {previous}")
+    dump_config(cfg, previous)
     # bad data fails here with the file, item and field named, before Ray starts
     prepare_data(cfg, run_dir)
     # convert bundled models once, here, before devices start asking for them

@@ -59,3 +59,14 @@ def test_cloud_api_key_is_not_handed_to_ray_workers(monkeypatch, tmp_path):
     monkeypatch.setenv("MY_KEY", "sk-secret")
     cfg = load_config(DEFAULT_CONFIG, ["cloud.openai.api_key_env=MY_KEY"])
     assert "sk-secret" not in _environment(tmp_path, cfg).values()
+
+
+def test_resuming_with_another_config_is_refused(tmp_path, capsys):
+    from simulation.cli import main
+
+    dump_config(load_config("configs/tiny.toml"), tmp_path / "config.toml")
+    code = main(["run", "--config", "configs/tiny.toml", "--out", str(tmp_path),
+                 "--set", "device.lora.rank=16"])
+    assert code == 2
+    err = capsys.readouterr().err.replace("\n", "")
+    assert "device.lora.rank: 8 -> 16" in err and "use a new --out" in err
