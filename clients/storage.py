@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
+
+from tasks.files import atomic_dir
 
 MAIN_METHOD = "cdcda"
 
@@ -17,13 +17,6 @@ def adapter_dir(run_dir: Path | str, method: str, user_id: str) -> Path:
 
 def save_adapter(model, path: Path) -> int:
     """Save a peft adapter atomically (peft's format); returns its size in bytes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
-    try:
+    with atomic_dir(path) as tmp:
         model.save_pretrained(tmp)
-        if path.exists():
-            shutil.rmtree(path)
-        tmp.rename(path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return sum(f.stat().st_size for f in path.glob("adapter_model.*"))

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
-import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from tasks.files import atomic_dir, write_json
 
 log = logging.getLogger(__name__)
 
@@ -92,19 +91,10 @@ def _convert_gguf(model: BundledModel, out_dir: Path) -> None:
     lm.is_quantized = False
     if hasattr(lm.config, "quantization_config"):
         del lm.config.quantization_config
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{model.name}-", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         lm.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        (tmp / "cdcda-source.json").write_text(
-            json.dumps({"name": model.name, "gguf": str(gguf)}, indent=1)
-        )
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        write_json(tmp / "cdcda-source.json", {"name": model.name, "gguf": str(gguf)})
     log.info("converted %s in %.1f s -> %s", model.name, time.perf_counter() - start, out_dir)
 
 

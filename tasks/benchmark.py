@@ -11,12 +11,12 @@ differ from the oracle only where `noise` flips an answer. Deterministic for a s
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable
 from pathlib import Path
 
 from tasks.catalog import TASKS
+from tasks.files import write_json
 
 # --- tags -------------------------------------------------------------------------------
 _MOVIE_KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
@@ -185,14 +185,9 @@ def make_benchmark(
     out.mkdir(parents=True, exist_ok=True)
     meta = {"generator": task, "task": lamp.lamp_id, "users": users, "seed": seed,
             "profile_size": profile_size, "queries": queries, "noise": noise}
-    _dump(out / "dev_questions.json", questions)
-    _dump(out / "dev_outputs.json", {"task": lamp.lamp_id, "golds": golds})
-    _dump(out / "oracle_outputs.json", {"task": lamp.lamp_id, "golds": oracle})
-    _dump(out / "benchmark.json", meta)
+    write_json(out / "dev_questions.json", questions, indent=None)
+    write_json(out / "dev_outputs.json", {"task": lamp.lamp_id, "golds": golds}, indent=None)
+    write_json(out / "oracle_outputs.json", {"task": lamp.lamp_id, "golds": oracle}, indent=None)
+    write_json(out / "benchmark.json", meta, indent=None)
     return meta
 
-
-def _dump(path: Path, obj) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, separators=(",", ":")))  # dumps uses the C encoder
-    tmp.replace(path)
