@@ -17,17 +17,22 @@ from tasks.catalog import Task
 log = logging.getLogger(__name__)
 
 
+def total_counts(per_user: Mapping[str, Mapping[str, int]]) -> dict[str, int]:
+    """Generated, kept and rejected-by-reason counts summed over users."""
+    total: Counter = Counter()
+    for counts in per_user.values():
+        total.update(counts)
+    return {"generated": total["generated"], "kept": total["kept"],
+            **{f"rejected_{r}": total[f"rejected_{r}"] for r in REASONS}}
+
+
 @dataclass
 class AugmentReport:
     per_user: dict[str, dict[str, int]]
     seconds: float
 
     def totals(self) -> dict[str, int]:
-        total: Counter = Counter()
-        for counts in self.per_user.values():
-            total.update(counts)
-        return {"generated": total["generated"], "kept": total["kept"],
-                **{f"rejected_{r}": total[f"rejected_{r}"] for r in REASONS}}
+        return total_counts(self.per_user)
 
 
 def augment(

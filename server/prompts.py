@@ -17,12 +17,16 @@ _HEADERS = {
 }
 
 
+def _header(task: Task) -> str:
+    return _HEADERS[task.name].format(labels=", ".join(task.labels))
+
+
 def augmentation_prompt(task: Task, seeds: Sequence[dict], shuffle_seed: int) -> str:
     """A continuation prompt: header, the seeds as `field: value` blocks, an open block.
 
     Seed order is shuffled per candidate so n samples from one user differ.
     """
-    header = _HEADERS[task.name].format(labels=", ".join(task.labels))
+    header = _header(task)
     items = list(seeds)
     random.Random(shuffle_seed).shuffle(items)
     blocks = ["\n".join(f"{f}: {it[f]}" for f in task.item_fields) for it in items]
@@ -32,9 +36,8 @@ def augmentation_prompt(task: Task, seeds: Sequence[dict], shuffle_seed: int) ->
 def relabel_prompt(task: Task, seeds: Sequence[dict], item: dict) -> str:
     """Ask the cloud for the output field of a candidate, the seeds as context."""
     x, y = task.item_fields
-    header = _HEADERS[task.name].format(labels=", ".join(task.labels))
     blocks = "".join(f"{x}: {s[x]}\n{y}: {s[y]}\n\n" for s in seeds)
-    return f"{header}\n\n{blocks}{x}: {item[x]}\n{y}:"
+    return f"{_header(task)}\n\n{blocks}{x}: {item[x]}\n{y}:"
 
 
 def parse_candidate(task: Task, text: str) -> dict | None:

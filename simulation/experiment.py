@@ -9,6 +9,7 @@ from pathlib import Path
 
 from flwr.serverapp import Grid
 
+from server.augment import total_counts
 from simulation.config import Config, dump_config, load_config
 from strategies.accounting import Ledger
 from strategies.cdcda import AugmentationStrategy, MethodResult
@@ -128,7 +129,8 @@ def run_experiment(grid: Grid, cfg: Config, run_dir: Path, progress=None) -> dic
             }
             summary["communication"]["setup"] = ledger.summary("setup")
             if method == "cdcda":
-                summary["augmentation"] = _augmentation(strategy.augment_counts)
+                counts = strategy.augment_counts
+                summary["augmentation"] = {"total": total_counts(counts), "per_user": counts}
             summary["seconds"] = time.perf_counter() - start
             write_json(run_dir / "summary.json", summary)
             wb.log({f"{method}/{k}": v for k, v in metrics.items()} | {"method_index": step})
@@ -138,10 +140,3 @@ def run_experiment(grid: Grid, cfg: Config, run_dir: Path, progress=None) -> dic
         wb.finish()
     return summary
 
-
-def _augmentation(per_user: dict[str, dict]) -> dict:
-    total: dict[str, int] = {}
-    for counts in per_user.values():
-        for k, v in counts.items():
-            total[k] = total.get(k, 0) + v
-    return {"total": total, "per_user": per_user}

@@ -103,11 +103,12 @@ def _watch(run_dir: Path, cfg: Config, console, stop: threading.Event) -> None:
     with Progress("[bold]{task.description}", BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=False) as bar:
         tasks = {m: bar.add_task(m, total=users) for m in cfg.experiment.methods}
-        while not stop.wait(1.0):
+
+        def refresh() -> None:
             for m, t in tasks.items():
                 folder = run_dir / "results" / m
-                done = len(list(folder.glob("*.json"))) if folder.exists() else 0
-                bar.update(t, completed=done)
-        for m, t in tasks.items():
-            folder = run_dir / "results" / m
-            bar.update(t, completed=len(list(folder.glob("*.json"))) if folder.exists() else 0)
+                bar.update(t, completed=len(list(folder.glob("*.json"))) if folder.exists() else 0)
+
+        while not stop.wait(1.0):
+            refresh()
+        refresh()  # the final counts, after the run has stopped

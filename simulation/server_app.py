@@ -19,6 +19,5 @@ RUN_DIR_ENV = "CDCDA_RUN_DIR"
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     cfg, run_dir = resolve_run(dict(context.run_config), os.environ.get(RUN_DIR_ENV))
-    summary = run_experiment(grid, cfg, run_dir)
+    run_experiment(grid, cfg, run_dir)
     log.info("summary: %s", run_dir / "summary.json")
-    del summary
