@@ -63,7 +63,7 @@ def augment(
         uid: filter_candidates(task, candidates[uid], seeds[uid], settings.near_duplicate)
         for uid in users
     }
-    if settings.consistency and len(task.item_fields) == 2 and task.kind != "generation":
+    if settings.consistency and task.answer_field is not None and task.kind != "generation":
         _consistency(llm, task, seeds, results, seed)
     out: dict[str, list[dict]] = {}
     for uid, res in results.items():
@@ -77,7 +77,7 @@ def augment(
 def _consistency(llm: CloudLLM, task: Task, seeds: Mapping[str, Sequence[dict]],
                  results: dict[str, FilterResult], seed: int) -> None:
     """Re-label each kept candidate greedily from the seeds; drop those that disagree."""
-    y = task.item_fields[1]
+    y = task.answer_field
     jobs = [(uid, i) for uid, r in results.items() if seeds[uid] for i in range(len(r.kept))]
     prompts = [relabel_prompt(task, seeds[uid], results[uid].kept[i]) for uid, i in jobs]
     answers = llm.complete(prompts, seed, greedy=True) if prompts else []

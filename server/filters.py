@@ -45,8 +45,8 @@ class FilterResult:
 
 def normalise_output(task: Task, item: dict) -> dict:
     """Canonical label/rating in the output field (e.g. 'Sci-Fi' -> 'sci-fi')."""
-    if len(task.item_fields) == 2 and task.kind != "generation":
-        y = task.item_fields[1]
+    y = task.answer_field
+    if y is not None and task.kind != "generation":
         item = {**item, y: task.parse(item[y])}
     return item
 
@@ -63,7 +63,7 @@ def filter_candidates(task: Task, candidates: Sequence[dict | None], seeds: Sequ
             res.rejected["unparsable"] += 1
             continue
         cand = normalise_output(task, cand)
-        if len(task.item_fields) == 2 and not task.is_valid_output(cand[task.item_fields[1]]):
+        if task.answer_field is not None and not task.is_valid_output(cand[task.answer_field]):
             res.rejected["invalid_label"] += 1
             continue
         x = task.item_fields[0]

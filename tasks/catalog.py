@@ -71,6 +71,14 @@ class Task:
         }[self.kind]
 
     @property
+    def answer_field(self) -> str | None:
+        """The profile-item field that is the query's answer; None where the pair is built
+        from the item instead (LaMP-1 citation choices, LaMP-7 tweet completion)."""
+        if self.name in ("LaMP-1", "LaMP-7"):
+            return None
+        return self.item_fields[1]
+
+    @property
     def higher_is_better(self) -> bool:
         return self.kind != "rating"
 

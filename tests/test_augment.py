@@ -135,3 +135,13 @@ def test_augmentation_does_not_depend_on_reply_order():
     augment(llm_a, TAGS, {"u0": SEEDS, "u1": other}, AugmentSettings(n=2), seed=5)
     augment(llm_b, TAGS, {"u1": other, "u0": SEEDS}, AugmentSettings(n=2), seed=5)
     assert llm_a.calls == llm_b.calls
+
+
+def test_lamp1_papers_are_kept_though_their_second_field_is_no_label():
+    """LaMP-1 items are (title, abstract); the answer ([1]/[2]) is built on the device."""
+    task = get_task("LaMP-1")
+    paper = {"title": "Sparse Adapters for Phones",
+             "abstract": "We study low-rank adapters trained on phones and show that sparsity "
+                         "keeps memory low without hurting accuracy in many settings at all."}
+    res = filter_candidates(task, [paper], [], near_duplicate=0.8)
+    assert res.kept == [paper], res.counts()
