@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
+from collections.abc import Callable
 
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients import device
+from clients.faults import InjectedCrash, draw
 from clients.protocol import Request
 from clients.seeds import select_seeds
+from tasks import Task, UserData
+from tasks.files import mark_started
 
 log = logging.getLogger(__name__)
 app = ClientApp()
+
+Handler = Callable[[Message, Request, Task, UserData], Message]
 
 
 def _user(context: Context, req: Request):
@@ -35,19 +43,55 @@ def _reply(message: Message, user_id: str, metrics: dict, **meta) -> Message:
     return Message(content=content, reply_to=message)
 
 
+def _garbage(reply: Message, message: Message, variant: str) -> Message:
+    """A malformed reply of the kind `variant` names (faults.device.garbage)."""
+    content = reply.content
+    if variant == "no_meta":
+        del content["meta"]
+    elif variant == "nan_metric":
+        content["metrics"]["num-examples"] = float("nan")
+    elif variant == "arrays":
+        content["weights"] = ArrayRecord(numpy_ndarrays=[np.zeros(16, dtype=np.float32)])
+    elif variant == "wrong_user":
+        content["meta"]["user-id"] = "someone-else"
+    elif variant == "bad_seeds":
+        content["meta"]["items"] = "{not json"
+    return Message(content=content, reply_to=message)
+
+
+def handler(fn: Handler) -> Callable[[Message, Context], Message]:
+    """Every handler's common start: read the request, say the work has started (the
+    server's timeout counts from here), find the user, and play any injected fault."""
+
+    @functools.wraps(fn)
+    def wrapped(msg: Message, context: Context) -> Message:
+        req = Request.from_config(msg.content["config"])
+        mark_started(req.run_dir, msg.metadata.message_id)
+        task, user = _user(context, req)
+        fault, variant = draw(req.faults, req.fault_seed, req.method,
+                              msg.metadata.message_type, user.user_id, req.attempt)
+        if fault == "crash":
+            raise InjectedCrash(f"injected crash of {user.user_id}'s device")
+        if fault == "hang":
+            log.debug("injected hang of %s for %.1f s", user.user_id, req.faults.hang_seconds)
+            time.sleep(req.faults.hang_seconds)
+        reply = fn(msg, req, task, user)
+        return _garbage(reply, msg, variant) if fault == "garbage" else reply
+
+    return wrapped
+
+
 @app.query("user")
-def query_user(msg: Message, context: Context) -> Message:
+@handler
+def query_user(msg: Message, req: Request, task: Task, user: UserData) -> Message:
     """Say which user this device holds (the server maps SuperNodes to users once)."""
-    req = Request.from_config(msg.content["config"])
-    _, user = _user(context, req)
     return _reply(msg, user.user_id, {"num-profile": len(user.profile)})
 
 
 @app.query("seeds")
-def query_seeds(msg: Message, context: Context) -> Message:
+@handler
+def query_seeds(msg: Message, req: Request, task: Task, user: UserData) -> Message:
     """Reply with up to k seed examples under the disclosure policy (k = 0 sends none)."""
-    req = Request.from_config(msg.content["config"])
-    task, user = _user(context, req)
     seeds = select_seeds(task, user.profile, req.device.seeds,
                          device.user_seed(req.seed, user.user_id))
     metrics = {"num-seeds": len(seeds), "num-profile": len(user.profile),
@@ -56,11 +100,10 @@ def query_seeds(msg: Message, context: Context) -> Message:
 
 
 @app.train()
-def train(msg: Message, context: Context) -> Message:
+@handler
+def train(msg: Message, req: Request, task: Task, user: UserData) -> Message:
     """Train this user's own adapter on real + received synthetic data; reply metrics only."""
     # load
-    req = Request.from_config(msg.content["config"])
-    task, user = _user(context, req)
     synthetic = []
     if "synthetic" in msg.content:
         synthetic = json.loads(str(msg.content["synthetic"]["items"]))
@@ -76,10 +119,9 @@ def train(msg: Message, context: Context) -> Message:
 
 
 @app.evaluate()
-def evaluate(msg: Message, context: Context) -> Message:
+@handler
+def evaluate(msg: Message, req: Request, task: Task, user: UserData) -> Message:
     """Evaluate the base model without an adapter (zero_shot, profile_prompt)."""
-    req = Request.from_config(msg.content["config"])
-    task, user = _user(context, req)
     rt = device.runtime(req.device)
     metrics = device.evaluate_user(rt, task, user, req.device, req.method, req.run_dir,
                                    use_adapter=False)

@@ -1,16 +1,19 @@
 """The device's side of the message protocol: what a request carries, what a reply holds.
 
-Requests carry a ConfigRecord "config" (task, data location, run dir, method, run seed and
-the device settings as JSON) and, for `train`, a ConfigRecord "synthetic". Replies carry a
-ConfigRecord "meta" (user id, and for `query.seeds` the seed items as JSON) and a
-MetricRecord "metrics". No reply ever carries an ArrayRecord: weights stay on the device.
+Requests carry a ConfigRecord "config" (task, data location, run dir, method, run seed,
+the device settings as JSON, the attempt number and any injected faults) and, for
+`train`, a ConfigRecord "synthetic". Replies carry a ConfigRecord "meta" (user id, and
+for `query.seeds` the seed items as JSON) and a MetricRecord "metrics". No reply ever
+carries an ArrayRecord: weights stay on the device. Devices drop a start marker
+(`tasks.files.mark_started`) when they begin a message's work.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from clients.faults import DeviceFaults
 from clients.settings import DeviceSettings
 from tasks.structured import from_mapping
 
@@ -28,6 +31,9 @@ class Request:
     method: str
     seed: int
     device: DeviceSettings
+    attempt: int = 0  # 0 = first try; retries count up (injected faults draw again)
+    faults: DeviceFaults = field(default_factory=DeviceFaults)
+    fault_seed: int = 0
 
     @classmethod
     def from_config(cls, cfg) -> Request:
@@ -35,4 +41,8 @@ class Request:
             task=str(cfg["task"]), data_dir=str(cfg["data-dir"]), split=str(cfg["split"]),
             run_dir=str(cfg["run-dir"]), method=str(cfg["method"]), seed=int(cfg["seed"]),
             device=from_mapping(DeviceSettings, json.loads(str(cfg["device"])), "device."),
+            attempt=int(cfg.get("attempt", 0)),
+            faults=from_mapping(DeviceFaults, json.loads(str(cfg.get("faults", "{}"))),
+                                "faults.device."),
+            fault_seed=int(cfg.get("fault-seed", 0)),
         )

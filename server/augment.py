@@ -6,12 +6,13 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from server.backends import CloudLLM
+from server.backends import CloudError, CloudLLM
+from server.faults import FaultyCloud
 from server.filters import REASONS, FilterResult, filter_candidates, normalise_output
 from server.prompts import augmentation_prompt, parse_candidate, relabel_prompt
-from server.settings import AugmentSettings
+from server.settings import AugmentSettings, CloudFaults
 from tasks.catalog import Task
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,9 @@ def total_counts(per_user: Mapping[str, Mapping[str, int]]) -> dict[str, int]:
 
 @dataclass
 class AugmentReport:
-    per_user: dict[str, dict[str, int]]
+    per_user: dict[str, dict[str, int]]  # filter counts of users whose augmentation completed
     seconds: float
+    errors: dict[str, dict[str, int]] = field(default_factory=dict)  # user -> cause -> count
 
     def totals(self) -> dict[str, int]:
         return total_counts(self.per_user)
@@ -41,11 +43,15 @@ def augment(
     seeds: Mapping[str, Sequence[dict]],
     settings: AugmentSettings,
     seed: int,
+    attempt: int = 0,
+    faults: CloudFaults | None = None,
 ) -> tuple[dict[str, list[dict]], AugmentReport]:
     """Synthetic examples for every user in `seeds`, with per-user filter counts.
 
     All users' prompts go to the backend in one call, so the embedded model batches
-    across users and an HTTP backend keeps `concurrency` requests in flight.
+    across users and an HTTP backend keeps `concurrency` requests in flight. A user any
+    of whose requests failed gets no synthetic data (their augmentation is incomplete) and
+    appears in `report.errors` with the failures by cause, never as rejected candidates.
     """
     start = time.perf_counter()
     users = sorted(seeds)  # replies arrive in any order; batches and seeds must not depend on it
@@ -55,27 +61,36 @@ def augment(
             shuffle = seed * 1_000_003 + u_index * 997 + c
             prompts.append(augmentation_prompt(task, seeds[uid], shuffle))
             owners.append(uid)
-    texts = llm.complete(prompts, seed) if prompts else []
+    errors: dict[str, Counter] = {}
+    cloud = FaultyCloud(llm, faults, seed, owners, attempt) if faults and faults.active else llm
+    texts = cloud.complete(prompts, seed) if prompts else []
     candidates: dict[str, list[dict | None]] = {uid: [] for uid in users}
     for uid, text in zip(owners, texts):
-        candidates[uid].append(parse_candidate(task, text))
+        if isinstance(text, CloudError):
+            errors.setdefault(uid, Counter())[text.cause] += 1
+        else:
+            candidates[uid].append(parse_candidate(task, text))
     results: dict[str, FilterResult] = {
         uid: filter_candidates(task, candidates[uid], seeds[uid], settings.near_duplicate)
-        for uid in users
+        for uid in users if uid not in errors
     }
     if settings.consistency and task.answer_field is not None and task.kind != "generation":
-        _consistency(llm, task, seeds, results, seed)
+        _consistency(llm, task, seeds, results, seed, errors)
     out: dict[str, list[dict]] = {}
     for uid, res in results.items():
-        out[uid] = res.kept[: settings.max_kept] if settings.max_kept else res.kept
-    report = AugmentReport({uid: r.counts() for uid, r in results.items()},
-                           time.perf_counter() - start)
-    log.info("augmented %d users: %s in %.1f s", len(users), report.totals(), report.seconds)
+        if uid not in errors:
+            out[uid] = res.kept[: settings.max_kept] if settings.max_kept else res.kept
+    report = AugmentReport({uid: r.counts() for uid, r in results.items() if uid in out},
+                           time.perf_counter() - start,
+                           {uid: dict(c) for uid, c in sorted(errors.items())})
+    log.info("augmented %d users: %s in %.1f s%s", len(out), report.totals(), report.seconds,
+             f"; {len(errors)} users failed (cloud errors)" if errors else "")
     return out, report
 
 
 def _consistency(llm: CloudLLM, task: Task, seeds: Mapping[str, Sequence[dict]],
-                 results: dict[str, FilterResult], seed: int) -> None:
+                 results: dict[str, FilterResult], seed: int,
+                 errors: dict[str, Counter]) -> None:
     """Re-label each kept candidate greedily from the seeds; drop those that disagree."""
     y = task.answer_field
     jobs = [(uid, i) for uid, r in results.items() if seeds[uid] for i in range(len(r.kept))]
@@ -83,6 +98,9 @@ def _consistency(llm: CloudLLM, task: Task, seeds: Mapping[str, Sequence[dict]],
     answers = llm.complete(prompts, seed, greedy=True) if prompts else []
     drop: dict[str, set[int]] = {}
     for (uid, i), ans in zip(jobs, answers):
+        if isinstance(ans, CloudError):
+            errors.setdefault(uid, Counter())[ans.cause] += 1
+            continue
         label = normalise_output(task, {y: ans.strip().splitlines()[0] if ans.strip() else ""})[y]
         if label != results[uid].kept[i][y]:
             drop.setdefault(uid, set()).add(i)

@@ -1,7 +1,9 @@
 """Cloud LLM backends behind one interface: embedded transformers, or any OpenAI-compatible API.
 
-`complete(prompts)` returns one sampled continuation per prompt; callers batch many users'
-prompts into one call so the embedded backend fills its batches across users.
+`complete(prompts)` returns one sampled continuation per prompt, or a `CloudError` naming
+why that request failed (never an empty string standing for a failure: an outage must not
+look like a model that wrote nothing usable). Callers batch many users' prompts into one
+call so the embedded backend fills its batches across users.
 """
 
 from __future__ import annotations
@@ -9,8 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -23,12 +26,40 @@ log = logging.getLogger(__name__)
 STOP = "\n\n"
 
 
+@dataclass(frozen=True)
+class CloudError:
+    """A request the cloud did not answer: `cause` is e.g. connection, timeout, http_500,
+    bad_response, injected_outage."""
+
+    cause: str
+
+
+Completion = str | CloudError
+
+
 class CloudLLM(Protocol):
     name: str
 
-    def complete(self, prompts: Sequence[str], seed: int, greedy: bool = False) -> list[str]:
-        """One continuation per prompt, cut at the first blank line."""
+    def complete(self, prompts: Sequence[str], seed: int, greedy: bool = False
+                 ) -> list[Completion]:
+        """One continuation per prompt, cut at the first blank line, or a CloudError."""
         ...
+
+
+def error_cause(err: Exception) -> str:
+    """A short, stable name for why a request failed (no message text: it may hold keys)."""
+    import openai
+
+    if isinstance(err, openai.APITimeoutError):
+        return "timeout"
+    if isinstance(err, openai.APIConnectionError):
+        return "connection"
+    if isinstance(err, openai.APIStatusError):
+        return f"http_{err.status_code}"
+    if isinstance(err, openai.APIResponseValidationError | ValueError | KeyError | IndexError
+                  | AttributeError | TypeError):
+        return "bad_response"
+    return type(err).__name__
 
 
 def _cut(text: str) -> str:
@@ -43,7 +74,8 @@ class BlankLineStop:
     "\n\n" or a token ending in "\n" followed by one starting with it.
     """
 
-    def __init__(self, tokenizer):
+    def __init__(self, tokenizer, should_stop: Callable[[], bool] = lambda: False):
+        self.should_stop = should_stop
         vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
         text = [tokenizer.convert_tokens_to_string([t]) if t is not None else "" for t in vocab]
         self.double = torch.tensor([i for i, t in enumerate(text) if STOP in t])
@@ -56,6 +88,8 @@ class BlankLineStop:
         if self.double.device != new.device:
             self.double, self.ends, self.starts = (
                 t.to(new.device) for t in (self.double, self.ends, self.starts))
+        if self.should_stop():  # the run is stopping: end every row now
+            return torch.ones(input_ids.shape[0], dtype=torch.bool, device=new.device)
         if new.shape[1] == 0:
             return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=new.device)
         # (B,) whether any generated position holds a blank line so far
@@ -69,7 +103,7 @@ class BlankLineStop:
 class EmbeddedLLM:
     """A transformers causal LM in this process, with length-sorted batched sampling."""
 
-    def __init__(self, settings: CloudSettings):
+    def __init__(self, settings: CloudSettings, should_stop: Callable[[], bool] = lambda: False):
         from models import load_model
 
         if settings.threads:
@@ -80,32 +114,49 @@ class EmbeddedLLM:
         self.name = f"embedded:{settings.model}"
         self.load_seconds = loaded.load_seconds
         self.generated_tokens = 0
-        self.stop = BlankLineStop(self.tokenizer)
+        self.should_stop = should_stop
+        self.stop = BlankLineStop(self.tokenizer, should_stop)
 
     @torch.no_grad()
-    def complete(self, prompts: Sequence[str], seed: int, greedy: bool = False) -> list[str]:
+    def complete(self, prompts: Sequence[str], seed: int, greedy: bool = False
+                 ) -> list[Completion]:
         s = self.settings
-        out: list[str] = [""] * len(prompts)
+        out: list[Completion] = [CloudError("stopped")] * len(prompts)
         # sort by length so each batch pads little; results go back in input order
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         torch.manual_seed(seed)
         for b in range(0, len(order), s.batch_size):
+            if self.should_stop():
+                break  # the rest stay CloudError("stopped"): nothing half-done is cached
             idx = order[b : b + s.batch_size]
-            enc = self.tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True)
-            enc = enc.to(self.model.device)
-            self.stop.prompt_len = enc["input_ids"].shape[1]
-            gen = self.model.generate(
-                **enc, max_new_tokens=s.max_new_tokens, do_sample=not greedy and s.temperature > 0,
-                temperature=s.temperature if not greedy else None,
-                top_p=s.top_p if not greedy else None, top_k=None,
-                stopping_criteria=StoppingCriteriaList([self.stop]),
-                pad_token_id=self.tokenizer.pad_token_id,
-            )
-            new = gen[:, enc["input_ids"].shape[1] :]
-            self.generated_tokens += int((new != self.tokenizer.pad_token_id).sum())
-            for i, row in zip(idx, new):
-                out[i] = _cut(self.tokenizer.decode(row, skip_special_tokens=True))
+            try:
+                self._batch(prompts, idx, greedy, out)
+            except (RuntimeError, ValueError) as err:  # e.g. out of memory: count, go on
+                log.warning("embedded cloud batch failed: %s", err)
+                for i in idx:
+                    out[i] = CloudError(f"embedded_{type(err).__name__}")
         return out
+
+    def _batch(self, prompts: Sequence[str], idx: list[int], greedy: bool,
+               out: list[Completion]) -> None:
+        s = self.settings
+        enc = self.tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True)
+        enc = enc.to(self.model.device)
+        self.stop.prompt_len = enc["input_ids"].shape[1]
+        gen = self.model.generate(
+            **enc, max_new_tokens=s.max_new_tokens, do_sample=not greedy and s.temperature > 0,
+            temperature=s.temperature if not greedy else None,
+            top_p=s.top_p if not greedy else None, top_k=None,
+            stopping_criteria=StoppingCriteriaList([self.stop]),
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        new = gen[:, enc["input_ids"].shape[1] :]
+        self.generated_tokens += int((new != self.tokenizer.pad_token_id).sum())
+        for i, row in zip(idx, new):
+            out[i] = _cut(self.tokenizer.decode(row, skip_special_tokens=True))
+        if self.should_stop():  # rows cut short by the stop are not real answers
+            for i in idx:
+                out[i] = CloudError("stopped")
 
 
 class OpenAILLM:
@@ -122,7 +173,7 @@ class OpenAILLM:
                              max_retries=o.max_retries)
         self.failures = 0
 
-    def _one(self, prompt: str, seed: int, greedy: bool) -> str:
+    def _one(self, prompt: str, seed: int, greedy: bool) -> Completion:
         o, s = self.settings.openai, self.settings
         args = dict(model=o.model, max_tokens=s.max_new_tokens, seed=seed,
                     temperature=0.0 if greedy else s.temperature, top_p=s.top_p, stop=[STOP])
@@ -136,12 +187,14 @@ class OpenAILLM:
                 **args,
             )
             return _cut(r.choices[0].message.content or "")
-        except Exception as err:  # counted and logged: the run goes on with what it has
+        except Exception as err:  # counted by cause: the run goes on with what it has
             self.failures += 1
-            log.warning("cloud request failed after retries: %s", type(err).__name__)
-            return ""
+            cause = error_cause(err)
+            log.warning("cloud request failed after %d retries: %s", o.max_retries, cause)
+            return CloudError(cause)
 
-    def complete(self, prompts: Sequence[str], seed: int, greedy: bool = False) -> list[str]:
+    def complete(self, prompts: Sequence[str], seed: int, greedy: bool = False
+                 ) -> list[Completion]:
         start = time.perf_counter()
         with ThreadPoolExecutor(self.settings.openai.concurrency) as pool:
             out = list(pool.map(lambda ip: self._one(ip[1], seed + ip[0], greedy),
@@ -150,7 +203,8 @@ class OpenAILLM:
         return out
 
 
-def make_backend(settings: CloudSettings) -> CloudLLM:
+def make_backend(settings: CloudSettings, should_stop: Callable[[], bool] = lambda: False
+                 ) -> CloudLLM:
     if settings.backend == "openai":
         return OpenAILLM(settings)
-    return EmbeddedLLM(settings)
+    return EmbeddedLLM(settings, should_stop)

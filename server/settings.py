@@ -59,8 +59,37 @@ class AugmentSettings:
     consistency: bool = field(
         default=False, metadata={"help": "cloud re-labels each candidate; keep if it agrees"})
     max_kept: int = field(default=0, metadata={"help": "synthetic examples per user; 0 = all"})
+    fallback: Literal["none", "real_only"] = field(default="none", metadata={
+        "help": "a user whose augmentation failed (cloud errors) after every retry: 'none' "
+                "leaves them failed, to be retried on the next run; 'real_only' trains "
+                "them on real data alone, marked `augment-fallback` in their result"})
 
     def __post_init__(self) -> None:
         check(self.n >= 0, "n", f"must be >= 0, got {self.n}")
         check(0 < self.near_duplicate <= 1, "near_duplicate", "must be in (0, 1]")
         check(self.max_kept >= 0, "max_kept", "must be >= 0")
+
+
+@dataclass
+class CloudFaults:
+    fail: float = field(default=0.0, metadata={"help": "share of requests that fail"})
+    slow: float = field(default=0.0, metadata={"help": "share delayed by `delay` seconds"})
+    delay: float = field(default=1.0, metadata={"help": "seconds a slow request waits"})
+    nonsense: float = field(default=0.0, metadata={"help": "share answered with nonsense"})
+    outage: float = field(default=0.0, metadata={
+        "help": "share of users for whom every request fails while the outage lasts"})
+    outage_attempts: int = field(default=1, metadata={
+        "help": "attempts the outage lasts (runtime.retries gives more); large = permanent"})
+
+    def __post_init__(self) -> None:
+        for name in ("fail", "slow", "nonsense", "outage"):
+            v = getattr(self, name)
+            check(0 <= v <= 1, name, f"must be a share in [0, 1], got {v}")
+        check(self.fail + self.slow + self.nonsense <= 1, "fail",
+              "fail + slow + nonsense must be <= 1")
+        check(self.delay >= 0, "delay", "must be >= 0")
+        check(self.outage_attempts >= 0, "outage_attempts", "must be >= 0")
+
+    @property
+    def active(self) -> bool:
+        return self.fail + self.slow + self.nonsense + self.outage > 0

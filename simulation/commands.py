@@ -1,4 +1,4 @@
-"""`cdcda run`: one experiment through the Flower simulation engine on Ray."""
+"""`cdcda run` and `cdcda summary`: one experiment through Flower on Ray, and its summary."""
 
 from __future__ import annotations
 
@@ -7,36 +7,80 @@ import json
 import time
 from pathlib import Path
 
+# exit codes: 0 every method has results (failures, if any, are listed); 1 the run
+# finished but failed (a method with no successful user, or the cloud produced nothing);
+# 2 bad input; 130 / 143 stopped by SIGINT / SIGTERM (resumable).
+EXIT_FAILED = 1
 
-def _run(args: argparse.Namespace) -> int:
+
+def _print_summary(summary: dict, console) -> int:
+    """The method table, the run's problems and warnings; returns the exit code."""
     from rich.table import Table
 
+    table = Table(title=f"{summary['task']}: {len(summary.get('users', []))} users")
+    table.add_column("method")
+    first = next(iter(summary["methods"].values()), {"metrics": {}})["metrics"]
+    names = [k for k in first if k in ("accuracy", "f1", "mae", "rmse", "rouge-1", "rouge-L")]
+    for n in names:
+        table.add_column(n, justify="right")
+    table.add_column("users ok/failed", justify="right")
+    table.add_column("bytes up/down", justify="right")
+    for method, res in summary["methods"].items():
+        comm = summary["communication"].get(method, {})
+        failed = len(res["failures"])
+        style = "red" if res["status"] == "failed" else ("yellow" if failed else None)
+        table.add_row(method, *(f"{res['metrics'].get(n, float('nan')):.4f}" for n in names),
+                      f"{len(res['per_user'])}/{failed}",
+                      f"{comm.get('bytes_up', 0)}/{comm.get('bytes_down', 0)}", style=style)
+    console.print(table)
+    for w in summary.get("warnings", []):
+        console.print(f"[yellow]warning:[/yellow] {w}")
+    for p in summary.get("problems", []):
+        console.print(f"[red]problem:[/red] {p}")
+    return EXIT_FAILED if summary["status"] in ("failed", "incomplete") else 0
+
+
+def _run(args: argparse.Namespace) -> int:
     from simulation.cli import console
     from simulation.config import DEFAULT_CONFIG, load_config
     from simulation.runner import run
+    from simulation.signals import Interrupted
 
     overrides = list(args.set or [])
     if args.ray_address:
         overrides.append(f"runtime.ray_address={args.ray_address}")
     cfg = load_config(args.config or DEFAULT_CONFIG, overrides)
+    out = Path(args.out).resolve()
     start = time.perf_counter()
-    summary = run(cfg, Path(args.out), console=console)
-    table = Table(title=f"{summary['task']}: {len(summary.get('users', []))} users")
-    table.add_column("method")
-    names = [k for k in next(iter(summary["methods"].values()))["metrics"]
-             if k in ("accuracy", "f1", "mae", "rmse", "rouge-1", "rouge-L")]
-    for n in names:
-        table.add_column(n, justify="right")
-    table.add_column("bytes up/down", justify="right")
-    for method, res in summary["methods"].items():
-        comm = summary["communication"].get(method, {})
-        table.add_row(method, *(f"{res['metrics'].get(n, float('nan')):.4f}" for n in names),
-                      f"{comm.get('bytes_up', 0)}/{comm.get('bytes_down', 0)}")
-    console.print(table)
-    console.print(f"done in {time.perf_counter() - start:.0f} s; results in "
-                  f"{Path(args.out).resolve() / 'summary.json'}")
-    print(json.dumps({"summary": str(Path(args.out).resolve() / "summary.json")}))
-    return 0
+    try:
+        summary = run(cfg, out, console=console)
+    except Interrupted as stop:
+        console.print(f"[yellow]stopped by {stop}[/yellow]: finished users' results and "
+                      f"adapters are kept in {out}.\nresume with: cdcda run --out {out} "
+                      f"--config {out / 'config.toml'}")
+        return stop.exit_code
+    code = _print_summary(summary, console)
+    verdict = {"ok": "done", "partial": "done, with failures"}.get(summary["status"], "FAILED")
+    console.print(f"{verdict} in {time.perf_counter() - start:.0f} s; results in "
+                  f"{out / 'summary.json'}")
+    print(json.dumps({"summary": str(out / "summary.json"), "status": summary["status"]}))
+    return code
+
+
+def _summary(args: argparse.Namespace) -> int:
+    """Rebuild summary.json from a run directory's stored state (runs nothing)."""
+    from simulation.cli import console
+    from simulation.config import load_config
+    from simulation.experiment import write_summary
+
+    run_dir = Path(args.dir).resolve()
+    config = run_dir / "config.toml"
+    if not config.is_file():
+        raise ValueError(f"{run_dir} holds no run (no config.toml)")
+    summary = write_summary(load_config(config), run_dir)
+    code = _print_summary(summary, console)
+    print(json.dumps({"summary": str(run_dir / "summary.json"), "status": summary["status"]}))
+    return code
 
 
 def add_run_and_bench(sub: argparse._SubParsersAction) -> None:
@@ -47,6 +91,10 @@ def add_run_and_bench(sub: argparse._SubParsersAction) -> None:
                    help="override a config value, e.g. --set device.train.epochs=2")
     r.add_argument("--ray-address", help="Ray cluster address ('auto' after `ray start`)")
     r.set_defaults(fn=_run)
+
+    s = sub.add_parser("summary", help="rebuild DIR/summary.json from what DIR stores")
+    s.add_argument("dir", type=Path, help="a run directory")
+    s.set_defaults(fn=_summary)
 
     from simulation.bench import add_bench
 

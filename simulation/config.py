@@ -10,8 +10,9 @@ from typing import Literal
 
 import tomli_w
 
+from clients.faults import DeviceFaults
 from clients.settings import DeviceSettings
-from server.settings import AugmentSettings, CloudSettings
+from server.settings import AugmentSettings, CloudFaults, CloudSettings
 from strategies.cdcda import METHODS
 from tasks.benchmark import GENERATORS
 from tasks.structured import ConfigError, check, from_mapping, to_mapping
@@ -62,13 +63,27 @@ class RuntimeSettings:
     num_cpus: float = field(default=0, metadata={"help": "local Ray CPUs; 0 = all cores"})
     client_cpus: float = field(default=1.0, metadata={"help": "CPUs per simulated device"})
     client_gpus: float = field(default=0.0, metadata={"help": "GPUs per simulated device"})
-    timeout: float = field(default=3600.0, metadata={"help": "seconds to wait for replies"})
+    timeout: float = field(default=3600.0, metadata={
+        "help": "seconds a device may work on one message, counted from when it starts "
+                "(queued devices never time out for waiting their turn)"})
+    retries: int = field(default=1, metadata={
+        "help": "extra attempts for users whose device or cloud request failed"})
     wandb: Literal["offline", "online", "disabled"] = "offline"
     wandb_project: str = "cdcda"
 
     def __post_init__(self) -> None:
         check(self.client_cpus > 0, "client_cpus", "must be > 0")
         check(self.timeout > 0, "timeout", "must be > 0")
+        check(self.retries >= 0, "retries", f"must be >= 0, got {self.retries}")
+
+
+@dataclass
+class FaultSettings:
+    """Injected faults, to test that a run survives them (all off by default)."""
+
+    seed: int = field(default=0, metadata={"help": "seed of every fault decision"})
+    device: DeviceFaults = field(default_factory=DeviceFaults)
+    cloud: CloudFaults = field(default_factory=CloudFaults)
 
 
 @dataclass
@@ -79,6 +94,7 @@ class Config:
     cloud: CloudSettings = field(default_factory=CloudSettings)
     augment: AugmentSettings = field(default_factory=AugmentSettings)
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+    faults: FaultSettings = field(default_factory=FaultSettings)
 
 
 def _parse_value(text: str):
@@ -111,6 +127,11 @@ def load_config(path: Path | str | None = None, overrides: list[str] | tuple[str
             raw = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"{path}: not valid TOML ({err})") from err
+    if path:
+        try:  # the file alone first, so an error is blamed on the file or on --set
+            from_mapping(Config, raw)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
@@ -125,11 +146,11 @@ def load_config(path: Path | str | None = None, overrides: list[str] | tuple[str
     try:
         return from_mapping(Config, raw)
     except ConfigError as err:
-        where = f"{path}: " if path else ""
+        where = "--set: " if overrides else (f"{path}: " if path else "")
         raise ConfigError(f"{where}{err}") from None
 
 
-def config_changes(old: Config, new: Config, ignore: tuple[str, ...] = ("runtime.",)
+def config_changes(old: Config, new: Config, ignore: tuple[str, ...] = ("runtime.", "faults.")
                    ) -> list[str]:
     """Dotted fields whose values differ, e.g. ['device.lora.rank: 8 -> 16']."""
     out: list[str] = []

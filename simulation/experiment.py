@@ -5,43 +5,50 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from flwr.serverapp import Grid
 
-from server.augment import total_counts
 from simulation.config import Config, dump_config, load_config
-from strategies.accounting import Ledger
-from strategies.cdcda import AugmentationStrategy, MethodResult
+from simulation.summary import TIMINGS_FILE, USERS_FILE, build_summary
+from strategies.accounting import LEDGER_FILE, Ledger
+from strategies.cdcda import AugmentationStrategy, StrategySettings
+from strategies.failures import FAILURES_FILE, FailureLog
 from tasks import get_task, load_lamp_dir
 from tasks.benchmark import GENERATORS, make_benchmark
-from tasks.files import write_json
+from tasks.files import load_stored, write_json
 from tasks.structured import to_mapping
 
 log = logging.getLogger(__name__)
 APP_ROOT = Path(__file__).resolve().parent.parent
 
 
+def data_location(cfg: Config, run_dir: Path) -> tuple[Path, str, str]:
+    """(folder, split, task) of the run's data, without reading it."""
+    if cfg.data.source == "lamp":
+        return Path(cfg.data.dir).expanduser(), cfg.data.split, get_task(cfg.data.task).name
+    return run_dir / "data" / cfg.data.benchmark, "dev", GENERATORS[cfg.data.benchmark][0]
+
+
 def prepare_data(cfg: Config, run_dir: Path) -> tuple[Path, str, str]:
     """(folder, split, task) of the run's data; the benchmark is generated once per run dir."""
     users = cfg.experiment.users
+    folder, split, task = data_location(cfg, run_dir)
     if cfg.data.source == "lamp":
-        folder = Path(cfg.data.dir).expanduser()
-        data = load_lamp_dir(folder, cfg.data.split, cfg.data.task)  # fails early, names file
+        data = load_lamp_dir(folder, split, cfg.data.task)  # fails early, names file
         if len(data.users) < users:
             raise ValueError(f"data.dir {folder} has {len(data.users)} users but the "
                              f"simulation has {users} devices")
-        return folder, cfg.data.split, data.task.name
+        return folder, split, data.task.name
     d = cfg.data
-    folder = run_dir / "data" / d.benchmark
     want = {"generator": d.benchmark, "users": users, "seed": cfg.experiment.seed,
             "profile_size": d.profile_size, "queries": d.queries, "noise": d.noise}
-    meta_path = folder / "benchmark.json"
-    have = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    have = load_stored(folder / "benchmark.json") or {}
     if any(have.get(k) != v for k, v in want.items()):
         make_benchmark(d.benchmark, users, cfg.experiment.seed, folder,
                        d.profile_size, d.queries, d.noise)
-    return folder, "dev", GENERATORS[d.benchmark][0]
+    return folder, split, task
 
 
 def resolve_run(run_config: dict, env_run_dir: str | None) -> tuple[Config, Path]:
@@ -84,8 +91,45 @@ class _Wandb:
             self.run.finish()
 
 
-def run_experiment(grid: Grid, cfg: Config, run_dir: Path, progress=None) -> dict:
-    """Run every configured method over the same users; write summary.json as we go."""
+class _Timings:
+    """Wall time per method and per session, accumulated across resumed sessions."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / TIMINGS_FILE
+        self.data = load_stored(self.path) or {}
+        self.data.setdefault("methods", {})
+        self.data["sessions"] = self.data.get("sessions", 0) + 1
+        self.start = time.perf_counter()
+        self.before = self.data.get("seconds", 0.0)
+
+    def add(self, method: str, seconds: float) -> None:
+        self.data["methods"][method] = self.data["methods"].get(method, 0.0) + seconds
+        self.save()
+
+    def save(self) -> None:
+        self.data["seconds"] = self.before + time.perf_counter() - self.start
+        write_json(self.path, self.data)
+
+
+def _device_faults(cfg: Config) -> str:
+    faults = to_mapping(cfg.faults.device)
+    if not faults["hang_seconds"]:
+        faults["hang_seconds"] = 1.5 * cfg.runtime.timeout  # past the device's timeout
+    return json.dumps(faults)
+
+
+def write_summary(cfg: Config, run_dir: Path) -> dict:
+    """Rebuild summary.json from the run directory (after each method, and at the end)."""
+    data_dir, _, task_name = data_location(cfg, run_dir)
+    summary = build_summary(run_dir, cfg, task_name, get_task(task_name).metric_names,
+                            str(data_dir))
+    write_json(run_dir / "summary.json", summary)
+    return summary
+
+
+def run_experiment(grid: Grid, cfg: Config, run_dir: Path,
+                   should_stop: Callable[[], bool] = lambda: False) -> dict:
+    """Run every configured method over the same users; summary.json after each method."""
     run_dir.mkdir(parents=True, exist_ok=True)
     data_dir, split, task_name = prepare_data(cfg, run_dir)
     task = get_task(task_name)
@@ -93,50 +137,46 @@ def run_experiment(grid: Grid, cfg: Config, run_dir: Path, progress=None) -> dic
         "task": task_name, "data-dir": str(data_dir.resolve()), "split": split,
         "run-dir": str(run_dir.resolve()), "seed": cfg.experiment.seed,
         "device": json.dumps(to_mapping(cfg.device)),
+        "faults": _device_faults(cfg), "fault-seed": cfg.faults.seed,
     }
-    ledger = Ledger()
     backend = {}
 
-    def augmenter(seeds):
+    def augmenter(seeds, attempt):
         from server.augment import augment
         from server.backends import make_backend
 
         if "llm" not in backend:
-            backend["llm"] = make_backend(cfg.cloud)
-        items, report = augment(backend["llm"], task, seeds, cfg.augment, cfg.experiment.seed)
-        return items, report.per_user
+            backend["llm"] = make_backend(cfg.cloud, should_stop)
+        items, report = augment(backend["llm"], task, seeds, cfg.augment, cfg.experiment.seed,
+                                attempt, cfg.faults.cloud)
+        return items, report.per_user, report.errors
 
-    strategy = AugmentationStrategy(request, run_dir, augmenter, ledger, cfg.runtime.timeout,
-                                    cfg.experiment.sample, cfg.experiment.seed, progress)
+    rt = cfg.runtime
+    settings = StrategySettings(rt.timeout, rt.retries, cfg.experiment.sample,
+                                cfg.experiment.seed, cfg.augment.fallback)
+    strategy = AugmentationStrategy(request, run_dir, augmenter,
+                                    Ledger(run_dir / LEDGER_FILE),
+                                    FailureLog(run_dir / FAILURES_FILE), settings,
+                                    should_stop=should_stop)
     wb = _Wandb(cfg, run_dir)
-    summary: dict = {"experiment": cfg.experiment.name, "task": task_name,
-                     "data": str(data_dir), "config": to_mapping(cfg), "methods": {},
-                     "communication": {}}
-    start = time.perf_counter()
+    timings = _Timings(run_dir)
+    summary: dict = {}
     try:
         strategy.discover(grid, cfg.experiment.users)
-        summary["users"] = sorted(strategy.node_user.values())
+        known = set((load_stored(run_dir / USERS_FILE) or {}).get("users", []))
+        write_json(run_dir / USERS_FILE,
+                   {"users": sorted(known | set(strategy.node_user.values()))})
         for step, method in enumerate(cfg.experiment.methods):
             log.info("method %s: %d users", method, len(strategy.node_user))
-            result: MethodResult = strategy.run_method(grid, method)
-            metrics = result.metrics(task.metric_names)
-            summary["methods"][method] = {"metrics": metrics, "per_user": result.per_user,
-                                          "failures": result.failures,
-                                          "seconds": result.seconds}
-            summary["communication"][method] = {
-                **ledger.summary(method),
-                "projection_1000_users": ledger.projection(method, 1000),
-            }
-            summary["communication"]["setup"] = ledger.summary("setup")
-            if method == "cdcda":
-                counts = strategy.augment_counts
-                summary["augmentation"] = {"total": total_counts(counts), "per_user": counts}
-            summary["seconds"] = time.perf_counter() - start
-            write_json(run_dir / "summary.json", summary)
+            result = strategy.run_method(grid, method)
+            timings.add(method, result.seconds)
+            summary = write_summary(cfg, run_dir)
+            metrics = summary["methods"][method]["metrics"]
             wb.log({f"{method}/{k}": v for k, v in metrics.items()} | {"method_index": step})
-            log.info("method %s: %s", method,
-                     {k: round(metrics[k], 4) for k in task.metric_names if k in metrics})
+            log.info("method %s: %s%s", method,
+                     {k: round(metrics[k], 4) for k in task.metric_names if k in metrics},
+                     f" ({len(result.failures)} users failed)" if result.failures else "")
     finally:
+        timings.save()
         wb.finish()
     return summary
-

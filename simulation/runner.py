@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 from simulation.config import Config, config_changes, dump_config, load_config
+from simulation.signals import STOP, stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -33,20 +34,46 @@ def _environment(run_dir: Path, cfg: Config) -> dict[str, str]:
     return env
 
 
-def run(cfg: Config, run_dir: Path, console=None) -> dict:
-    """Run the experiment in `run_dir` (resuming what is there) and return its summary."""
-    import json
+def _check_out(run_dir: Path) -> None:
+    """`--out` must be (or become) a folder: name the path that is in the way."""
+    for p in (run_dir, *run_dir.parents):
+        if p.exists():
+            if not p.is_dir():
+                what = "is a file" if p == run_dir else f"is under {p}, which is a file"
+                raise ValueError(f"--out {run_dir} {what}; give a folder")
+            if not os.access(p, os.W_OK):
+                raise ValueError(f"--out {run_dir}: {p} is not writable")
+            return
 
+
+def _resolve_models(cfg: Config) -> None:
+    """Convert bundled models once, here, before devices ask for them; say whose it is."""
+    from models import resolve_model_dir
+
+    roles = [("device.model", cfg.device.model)]
+    if cfg.cloud.backend == "embedded" and "cdcda" in cfg.experiment.methods:
+        roles.append(("cloud.model", cfg.cloud.model))
+    for option, name in roles:
+        try:
+            resolve_model_dir(name)
+        except (ValueError, RuntimeError, OSError) as err:
+            raise ValueError(f"{option} = '{name}': {err}") from None
+
+
+def run(cfg: Config, run_dir: Path, console=None) -> dict:
+    """Run the experiment in `run_dir` (resuming what is there) and return its summary.
+
+    Raises `Interrupted` on SIGINT/SIGTERM once Ray is down and the summary is rebuilt.
+    """
     import ray
     from flwr.simulation import run_simulation
 
     from clients.client_app import app as client_app
-    from models import resolve_model_dir
-    from simulation.experiment import prepare_data
+    from simulation.experiment import prepare_data, write_summary
     from simulation.server_app import app as server_app
 
     run_dir = run_dir.resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    _check_out(run_dir)
     previous = run_dir / "config.toml"
     if previous.exists():  # resuming: stored results must come from the same experiment
         changes = config_changes(load_config(previous), cfg)
@@ -54,45 +81,60 @@ def run(cfg: Config, run_dir: Path, console=None) -> dict:
             raise ValueError(
                 f"{run_dir} holds a run with another config ({'; '.join(changes[:5])}); "
                 f"use a new --out, or resume it with --config {previous}")
-    dump_config(cfg, previous)
-    # bad data fails here with the file, item and field named, before Ray starts
-    prepare_data(cfg, run_dir)
-    # convert bundled models once, here, before devices start asking for them
-    resolve_model_dir(cfg.device.model)
-    if cfg.cloud.backend == "embedded" and "cdcda" in cfg.experiment.methods:
-        resolve_model_dir(cfg.cloud.model)
+    with stop_on_signals():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        # bad data and unknown models fail here, naming file, field or option, before Ray
+        # starts and before config.toml claims the folder for this experiment
+        prepare_data(cfg, run_dir)
+        _resolve_models(cfg)
+        dump_config(cfg, previous)
+        try:
+            _simulate(cfg, run_dir, console, ray, run_simulation, server_app, client_app)
+        finally:
+            summary = write_summary(cfg, run_dir)  # from what is stored, whatever happened
+    return summary
+
+
+def _simulate(cfg: Config, run_dir: Path, console, ray, run_simulation, server_app,
+              client_app) -> None:
     env = _environment(run_dir, cfg)
     saved_environ = dict(os.environ)  # restored at the end: nothing leaks into later runs
     os.environ.update({k: v for k, v in env.items() if not k.endswith("NUM_THREADS")})
     os.environ.setdefault("FLWR_HOME", str(run_dir / ".flwr"))
     address = cfg.runtime.ray_address or os.environ.get("RAY_ADDRESS") or None
-    if not ray.is_initialized():
-        init = {"address": address, "include_dashboard": False, "log_to_driver": True,
-                "runtime_env": {"env_vars": {**env, "PYTHONPATH": os.pathsep.join(sys.path)}}}
-        if address is None and cfg.runtime.num_cpus:
-            init["num_cpus"] = cfg.runtime.num_cpus
-        ray.init(**init)
-    resources = {"num_cpus": cfg.runtime.client_cpus, "num_gpus": cfg.runtime.client_gpus}
     stop = threading.Event()
     watcher = None
-    if console is not None:
-        watcher = threading.Thread(target=_watch, args=(run_dir, cfg, console, stop), daemon=True)
-        watcher.start()
     try:
+        if not ray.is_initialized():
+            init = {"address": address, "include_dashboard": False, "log_to_driver": True,
+                    "runtime_env": {"env_vars": {**env, "PYTHONPATH": os.pathsep.join(sys.path)}}}
+            if address is None and cfg.runtime.num_cpus:
+                init["num_cpus"] = cfg.runtime.num_cpus
+            ray.init(**init)
+        resources = {"num_cpus": cfg.runtime.client_cpus, "num_gpus": cfg.runtime.client_gpus}
+        if console is not None:
+            watcher = threading.Thread(target=_watch, args=(run_dir, cfg, console, stop),
+                                       daemon=True)
+            watcher.start()
         run_simulation(server_app=server_app, client_app=client_app,
                        num_supernodes=cfg.experiment.users,
                        backend_config={"client_resources": resources})
     finally:
+        STOP.set()  # whatever ended the engine, the ServerApp thread must end too
         stop.set()
         if watcher is not None:
             watcher.join()
         ray.shutdown()
         os.environ.clear()
         os.environ.update(saved_environ)
-    summary_path = run_dir / "summary.json"
-    if not summary_path.exists():
-        raise RuntimeError(f"the simulation ended without writing {summary_path}; see the log")
-    return json.loads(summary_path.read_text())
+        _join_server_thread()
+
+
+def _join_server_thread(grace: float = 30.0) -> None:
+    """Wait for Flower's ServerApp thread to see STOP and end (it is not a daemon)."""
+    for t in threading.enumerate():
+        if "server_th" in t.name and t is not threading.current_thread():
+            t.join(grace)
 
 
 def _watch(run_dir: Path, cfg: Config, console, stop: threading.Event) -> None:

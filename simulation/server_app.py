@@ -9,6 +9,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from simulation.experiment import resolve_run, run_experiment
+from simulation.signals import should_stop
 
 log = logging.getLogger(__name__)
 app = ServerApp()
@@ -19,5 +20,5 @@ RUN_DIR_ENV = "CDCDA_RUN_DIR"
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     cfg, run_dir = resolve_run(dict(context.run_config), os.environ.get(RUN_DIR_ENV))
-    run_experiment(grid, cfg, run_dir)
+    run_experiment(grid, cfg, run_dir, should_stop)
     log.info("summary: %s", run_dir / "summary.json")

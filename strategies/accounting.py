@@ -1,11 +1,28 @@
-"""Communication accounting: serialized bytes of every message, by method, kind and user."""
+"""Communication accounting: serialized bytes of every exchange, persisted as a ledger.
+
+The ledger is an append-only JSON-lines file in the run directory, one line per finished
+exchange (a request down and its reply up, or the request alone when the device failed).
+It is the source of truth for the summary, so a resumed run ends with the same figures as
+an uninterrupted one: an exchange repeated only because a run resumed (discovery, or a
+reply stored in the ledger whose result file a kill cut off) is charged once, while every
+failed attempt stays charged, because its bytes really crossed the network.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from flwr.app import RecordDict
 from flwr.common.serde import recorddict_to_proto
+
+log = logging.getLogger(__name__)
+
+LEDGER_FILE = "ledger.jsonl"
 
 
 def message_bytes(content: RecordDict) -> int:
@@ -18,51 +35,147 @@ def record_bytes(content: RecordDict) -> dict[str, int]:
     return {name: message_bytes(RecordDict({name: rec})) for name, rec in content.items()}
 
 
+@dataclass
+class Exchange:
+    """One request and its reply (if any), as stored in the ledger."""
+
+    method: str
+    kind: str
+    user: str
+    outcome: str = "ok"  # ok | error | timeout | rejected | bad_reply
+    down: int = 0
+    up: int = 0
+    records_down: dict[str, int] = field(default_factory=dict)
+    records_up: dict[str, int] = field(default_factory=dict)
+    fields_up: dict[str, int] = field(default_factory=dict)  # seed fields that left, bytes
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if v or k in ("down", "up")}
+
+
+def read_jsonl(path: Path, what: str) -> list[dict]:
+    """Lines of a JSON-lines file; unreadable lines are named, moved aside and dropped.
+
+    A kill can cut the last line short: the file is rewritten without it (atomically) and
+    the bad lines go to `<file>.corrupt` so nothing is silently lost.
+    """
+    if not path.exists():
+        return []
+    good, bad = [], []
+    for number, line in enumerate(path.read_bytes().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            if not isinstance(obj, dict):
+                raise ValueError("not an object")
+            good.append(obj)
+        except ValueError:
+            bad.append((number, line))
+    if bad:
+        log.warning("%s %s: %d unreadable line(s) (first: line %d) moved to %s.corrupt",
+                    what, path, len(bad), bad[0][0], path.name)
+        with (path.parent / f"{path.name}.corrupt").open("ab") as f:
+            f.writelines(line + b"\n" for _, line in bad)
+        tmp = path.parent / f".{path.name}.rewrite"
+        tmp.write_text("".join(json.dumps(o) + "\n" for o in good))
+        tmp.replace(path)
+    return good
+
+
 class Ledger:
-    """Bytes up (device -> cloud) and down (cloud -> device) per method, kind and user."""
+    """Appends exchanges to `ledger.jsonl` (or keeps them in memory when path is None)."""
 
-    def __init__(self) -> None:
-        # method -> kind -> direction -> bytes ; method -> user -> direction -> bytes
-        self.by_kind = defaultdict(lambda: defaultdict(lambda: {"up": 0, "down": 0, "messages": 0}))
-        self.by_user = defaultdict(lambda: defaultdict(lambda: {"up": 0, "down": 0}))
-        # method -> record name -> direction -> bytes (what the payload is made of)
-        self.by_record = defaultdict(lambda: defaultdict(lambda: {"up": 0, "down": 0}))
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+        self.entries: list[dict] = read_jsonl(self.path, "ledger") if self.path else []
 
-    def add_message(self, method: str, kind: str, direction: str, content: RecordDict,
-                    user: str | None) -> None:
-        """Account one message: its whole size, and the size of each of its records."""
-        self.add(method, kind, direction, message_bytes(content), user)
-        for name, nbytes in record_bytes(content).items():
-            self.by_record[method][name][direction] += nbytes
+    def record(self, exchange: Exchange) -> None:
+        entry = exchange.to_json()
+        self.entries.append(entry)
+        if self.path is not None:  # one line, flushed: a kill loses at most this line
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as f:
+                f.write(json.dumps(entry) + "\n")
 
-    def add(self, method: str, kind: str, direction: str, nbytes: int, user: str | None) -> None:
-        entry = self.by_kind[method][kind]
-        entry[direction] += nbytes
-        if direction == "down":
-            entry["messages"] += 1
-        if user is not None:
-            self.by_user[method][user][direction] += nbytes
+    def summary(self, method: str, users: Iterable[str] | None = None) -> dict:
+        return summarise(self.entries, method, users)
 
-    def summary(self, method: str) -> dict:
-        kinds = {k: dict(v) for k, v in self.by_kind[method].items()}
-        users = self.by_user[method]
-        up = sum(v["up"] for v in kinds.values())
-        down = sum(v["down"] for v in kinds.values())
-        n = max(len(users), 1)
-        per_user_totals = sorted(v["up"] + v["down"] for v in users.values()) or [0]
-        return {
-            "bytes_up": up,
-            "bytes_down": down,
-            "by_kind": kinds,
-            "by_record": {k: dict(v) for k, v in self.by_record[method].items()},
-            "users": len(users),
-            "per_user_mean": {"up": up / n, "down": down / n},
-            "per_user_total": {"min": per_user_totals[0], "max": per_user_totals[-1],
-                               "median": per_user_totals[len(per_user_totals) // 2]},
-        }
 
-    def projection(self, method: str, users: int, rounds: int = 1) -> dict:
-        """Total bytes for `users` users over `rounds` rounds at the measured per-user mean."""
-        s = self.summary(method)
-        per = s["per_user_mean"]["up"] + s["per_user_mean"]["down"]
-        return {"users": users, "rounds": rounds, "bytes": per * users * rounds}
+def charged(entries: Iterable[Mapping]) -> list[Mapping]:
+    """The exchanges a run is charged for: every failed one, and the last successful one
+    per (method, kind, user): a repeat caused only by resuming is not traffic twice."""
+    entries = list(entries)
+    last_ok: dict[tuple, int] = {}
+    for i, e in enumerate(entries):
+        if e.get("outcome", "ok") == "ok":
+            last_ok[(e["method"], e["kind"], e["user"])] = i
+    keep = set(last_ok.values())
+    return [e for i, e in enumerate(entries) if e.get("outcome", "ok") != "ok" or i in keep]
+
+
+def summarise(entries: Iterable[Mapping], method: str, users: Iterable[str] | None = None
+              ) -> dict:
+    """Bytes up (device -> cloud) and down by kind, record and user for one method."""
+    wanted = set(users) if users is not None else None
+    by_kind: dict = defaultdict(lambda: {"up": 0, "down": 0, "messages": 0})
+    by_record: dict = defaultdict(lambda: {"up": 0, "down": 0})
+    by_user: dict = defaultdict(lambda: {"up": 0, "down": 0})
+    failed = {"up": 0, "down": 0, "exchanges": 0}
+    for e in charged(x for x in entries if x["method"] == method):
+        if wanted is not None and e["user"] not in wanted:
+            continue
+        k = by_kind[e["kind"]]
+        k["up"] += e.get("up", 0)
+        k["down"] += e.get("down", 0)
+        k["messages"] += 1
+        for name, n in e.get("records_down", {}).items():
+            by_record[name]["down"] += n
+        for name, n in e.get("records_up", {}).items():
+            by_record[name]["up"] += n
+        u = by_user[e["user"]]
+        u["up"] += e.get("up", 0)
+        u["down"] += e.get("down", 0)
+        if e.get("outcome", "ok") != "ok":
+            failed["up"] += e.get("up", 0)
+            failed["down"] += e.get("down", 0)
+            failed["exchanges"] += 1
+    up = sum(v["up"] for v in by_kind.values())
+    down = sum(v["down"] for v in by_kind.values())
+    n = max(len(by_user), 1)
+    totals = sorted(v["up"] + v["down"] for v in by_user.values()) or [0]
+    return {
+        "bytes_up": up,
+        "bytes_down": down,
+        "by_kind": {k: dict(v) for k, v in sorted(by_kind.items())},
+        "by_record": {k: dict(v) for k, v in sorted(by_record.items())},
+        "failed_exchanges": failed,
+        "users": len(by_user),
+        "per_user_mean": {"up": up / n, "down": down / n},
+        "per_user_total": {"min": totals[0], "max": totals[-1],
+                           "median": totals[len(totals) // 2]},
+    }
+
+
+def projection(summary: Mapping, users: int, rounds: int = 1) -> dict:
+    """Total bytes for `users` users over `rounds` rounds at the measured per-user mean."""
+    per = summary["per_user_mean"]["up"] + summary["per_user_mean"]["down"]
+    return {"users": users, "rounds": rounds, "bytes": per * users * rounds}
+
+
+def disclosure(entries: Iterable[Mapping], users: Iterable[str]) -> dict:
+    """What left each device, from the ledger: record names and seed fields, with bytes."""
+    per_user: dict[str, dict] = {u: {"records": {}, "seed_fields": {}} for u in users}
+    for e in charged(entries):
+        if e["user"] not in per_user or not e.get("up"):
+            continue
+        got = per_user[e["user"]]
+        for name, n in e.get("records_up", {}).items():
+            got["records"][name] = got["records"].get(name, 0) + n
+        for name, n in e.get("fields_up", {}).items():
+            got["seed_fields"][name] = got["seed_fields"].get(name, 0) + n
+    fields: dict[str, int] = defaultdict(int)
+    for got in per_user.values():
+        for name, n in got["seed_fields"].items():
+            fields[name] += n
+    return {"seed_fields_total": dict(sorted(fields.items())), "per_user": per_user}

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def write_json(path: Path | str, obj, indent: int | None = 1) -> None:
@@ -43,3 +46,39 @@ def atomic_dir(path: Path | str) -> Iterator[Path]:
         tmp.rename(path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_stored(path: Path | str) -> dict | None:
+    """A stored JSON object, or None if absent. A corrupt file is named in the log and
+    moved aside (`<name>.corrupt`), so the caller recomputes it instead of crashing."""
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (ValueError, OSError) as err:  # JSONDecodeError, UnicodeDecodeError, EISDIR
+        _quarantine(path, f"{type(err).__name__}: {err}")
+        return None
+    if not isinstance(obj, dict):
+        _quarantine(path, "not a JSON object")
+        return None
+    return obj
+
+
+def _quarantine(path: Path, why: str) -> None:
+    aside = path.with_name(path.name + ".corrupt")
+    log.warning("stored file %s is unreadable (%s): moved to %s and recomputed",
+                path, why, aside.name)
+    with contextlib.suppress(OSError):
+        os.replace(path, aside)
+
+
+# Devices drop an empty file here, named after the message id, when they start a message's
+# work: the server counts a device's timeout from then, not from when the message was sent.
+INFLIGHT_DIR = ".inflight"
+
+
+def mark_started(run_dir: Path | str, message_id: str) -> None:
+    folder = Path(run_dir) / INFLIGHT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / message_id).touch()

@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from server.backends import OpenAILLM
+from server.backends import CloudError, OpenAILLM
 from server.settings import CloudSettings, OpenAISettings
 
 SECRET = "sk-test-secret-123"
@@ -100,7 +100,7 @@ def test_endpoint_down_is_counted_not_fatal():
     ep = Endpoint(fail_first=100)
     try:
         llm = OpenAILLM(_settings(ep.url, retries=0))
-        assert llm.complete(["a", "b"], seed=0) == ["", ""]
+        assert llm.complete(["a", "b"], seed=0) == [CloudError("http_503")] * 2
         assert llm.failures == 2
     finally:
         ep.close()

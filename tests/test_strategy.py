@@ -8,7 +8,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.supercore.task_identity import TaskIdentity
 
 from strategies.accounting import Ledger, message_bytes
-from strategies.cdcda import AugmentationStrategy
+from strategies.cdcda import AugmentationStrategy, StrategySettings
+from strategies.failures import FailureLog
 
 
 @pytest.fixture(autouse=True)
@@ -54,9 +55,13 @@ def _reply(msg, user, metrics, arrays=False):
     return Message(content=content, reply_to=msg)
 
 
-def _strategy(tmp_path, augmenter=None, timeout=2.0):
-    aug = augmenter or (lambda seeds: ({u: [] for u in seeds}, {u: {"kept": 0} for u in seeds}))
-    return AugmentationStrategy({"task": "LaMP-2"}, tmp_path, aug, Ledger(), timeout=timeout)
+def _strategy(tmp_path, augmenter=None, timeout=2.0, retries=0, **settings):
+    aug = augmenter or (lambda seeds, attempt: ({u: [] for u in seeds},
+                                                {u: {"kept": 0} for u in seeds}, {}))
+    return AugmentationStrategy({"task": "LaMP-2"}, tmp_path, aug,
+                                Ledger(tmp_path / "ledger.jsonl"),
+                                FailureLog(tmp_path / "failures.jsonl"),
+                                StrategySettings(timeout=timeout, retries=retries, **settings))
 
 
 def test_reply_with_arrays_is_rejected_and_not_stored(tmp_path):
@@ -91,8 +96,9 @@ def test_error_timeout_and_garbage_are_counted_and_the_rest_finishes(tmp_path):
     res = s.run_method(grid, "zero_shot")
     assert res.per_user == {"u1": {"accuracy": 0.5}}
     assert res.failures["u2"].startswith("timeout")
-    assert res.failures["u3"].startswith("bad reply")
-    assert res.metrics(["accuracy"])["failures"] == 2
+    assert res.failures["u3"].startswith("bad_reply")
+    kinds = [(f["user"], f["kind"]) for f in s.failures.entries]
+    assert sorted(kinds) == [("u2", "timeout"), ("u3", "bad_reply")]
 
 
 def test_resume_skips_users_with_stored_results(tmp_path):
@@ -126,10 +132,10 @@ def test_cdcda_sends_each_user_only_its_own_synthetic_data(tmp_path):
             got[node] = json.loads(msg.content["synthetic"]["items"])
         return _reply(msg, f"u{node}", {"accuracy": 1.0})
 
-    def augmenter(seeds):
+    def augmenter(seeds, attempt):
         items = {u: [{"description": "made for " + s[0]["description"], "tag": "comedy"}]
                  for u, s in seeds.items()}
-        return items, {u: {"generated": 1, "kept": 1} for u in seeds}
+        return items, {u: {"generated": 1, "kept": 1} for u in seeds}, {}
 
     s = _strategy(tmp_path, augmenter)
     grid = ScriptedGrid([1, 2], behaviour)

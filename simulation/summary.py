@@ -1,0 +1,185 @@
+"""summary.json, derived from what the run directory stores and from nothing else.
+
+Per-user results, the message ledger, the failure log, the cached augmentation and the
+discovered users are the source of truth; this rebuilds the summary from them, so a run
+that was killed and resumed ends with the same summary as one that was not (timings
+aside), and `cdcda summary DIR` rebuilds it without running anything.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from server.filters import REASONS
+from simulation.config import Config
+from strategies.accounting import LEDGER_FILE, disclosure, projection, read_jsonl, summarise
+from strategies.failures import FAILURES_FILE
+from tasks.files import load_stored
+
+USERS_FILE = "users.json"
+TIMINGS_FILE = "timings.json"
+# Per-user fields that measure the machine, not the experiment: they differ between runs.
+MEASURED = ("seconds", "per-second", "peak-memory", "ttft")
+
+
+def aggregate(per_user: Mapping[str, Mapping[str, float]], names: Iterable[str]
+              ) -> dict[str, float]:
+    """Mean over users of every metric, plus median/min/max of the task metrics."""
+    out: dict[str, float] = {}
+    if not per_user:
+        return out
+    for k in sorted({k for m in per_user.values() for k in m}):
+        vals = [m[k] for m in per_user.values() if k in m]
+        out[k] = sum(vals) / len(vals)
+    for k in names:
+        vals = sorted(m[k] for m in per_user.values() if k in m)
+        if vals:
+            out[f"{k}_median"] = statistics.median(vals)
+            out[f"{k}_min"], out[f"{k}_max"] = vals[0], vals[-1]
+    out["users"] = len(per_user)
+    return out
+
+
+def _method(run_dir: Path, method: str, users: list[str], failures: list[dict],
+            names: Iterable[str]) -> dict:
+    per_user: dict[str, dict] = {}
+    for u in users:
+        stored = load_stored(run_dir / "results" / method / f"{u}.json")
+        if stored is not None:
+            per_user[u] = stored
+    latest: dict[str, str] = {}
+    for f in failures:
+        if f["method"] == method and f["user"] not in per_user:
+            latest[f["user"]] = f"{f['kind']}: {f['detail']}"
+    # cdcda's seed round counts under cdcda too; discovery failures under "setup"
+    missing = [u for u in users if u not in per_user and u not in latest]
+    if len(per_user) == len(users):
+        status = "ok"
+    elif missing:
+        status = "incomplete"
+    elif per_user:
+        status = "partial"
+    else:
+        status = "failed"
+    metrics = aggregate(per_user, names)
+    metrics["failures"] = len(latest)
+    return {"status": status, "metrics": metrics, "per_user": per_user,
+            "failures": dict(sorted(latest.items())), "missing": missing,
+            "fallback_users": sorted(u for u, m in per_user.items()
+                                     if m.get("augment-fallback"))}
+
+
+def _augmentation(run_dir: Path, users: list[str], failures: list[dict]) -> dict:
+    per_user = {}
+    for u in users:
+        cached = load_stored(run_dir / "synthetic" / f"{u}.json")
+        if cached is not None and isinstance(cached.get("counts"), dict):
+            per_user[u] = cached["counts"]
+    total: Counter = Counter()
+    for counts in per_user.values():
+        total.update(counts)
+    errors: dict[str, Counter] = defaultdict(Counter)
+    for f in failures:
+        if f["kind"] == "cloud_error":
+            errors[f["user"]].update(f.get("causes", {}))
+    error_total: Counter = Counter()
+    for c in errors.values():
+        error_total.update(c)
+    return {
+        "total": {"generated": total["generated"], "kept": total["kept"],
+                  **{f"rejected_{r}": total[f"rejected_{r}"] for r in REASONS},
+                  "cloud_errors": sum(error_total.values())},
+        "cloud_errors": {"by_cause": dict(sorted(error_total.items())),
+                         "per_user": {u: dict(c) for u, c in sorted(errors.items())}},
+        "users_augmented": len(per_user),
+        "per_user": per_user,
+    }
+
+
+def _failure_log(failures: list[dict]) -> dict:
+    by_kind: Counter = Counter(f["kind"] for f in failures)
+    by_method: dict[str, Counter] = defaultdict(Counter)
+    by_user: dict[str, list] = defaultdict(list)
+    for f in failures:
+        by_method[f["method"]][f["kind"]] += 1
+        by_user[f["user"]].append({k: f[k] for k in ("method", "kind", "detail", "attempt")})
+    return {"events": len(failures), "by_kind": dict(sorted(by_kind.items())),
+            "by_method": {m: dict(c) for m, c in sorted(by_method.items())},
+            "by_user": dict(sorted(by_user.items()))}
+
+
+def build_summary(run_dir: Path, cfg: Config, task_name: str, metric_names: Iterable[str],
+                  data_dir: str = "") -> dict:
+    """The whole summary of the run in `run_dir`, from its stored state."""
+    run_dir = Path(run_dir)
+    names = list(metric_names)
+    users = list((load_stored(run_dir / USERS_FILE) or {}).get("users", []))
+    failures = read_jsonl(run_dir / FAILURES_FILE, "failure log")
+    ledger = read_jsonl(run_dir / LEDGER_FILE, "ledger")
+    timings = load_stored(run_dir / TIMINGS_FILE) or {}
+    methods = {m: _method(run_dir, m, users, failures, names) for m in cfg.experiment.methods}
+    for m, res in methods.items():
+        res["seconds"] = timings.get("methods", {}).get(m, 0.0)
+    communication = {}
+    for m in [*cfg.experiment.methods, "setup"]:
+        comm = summarise(ledger, m, users)
+        if m != "setup":
+            comm["projection_1000_users"] = projection(comm, 1000)
+        communication[m] = comm
+    summary = {
+        "experiment": cfg.experiment.name, "task": task_name, "data": data_dir,
+        "users": users, "methods": methods, "communication": communication,
+        "failures": _failure_log(failures),
+        "privacy": disclosure(ledger, users),
+        "seconds": timings.get("seconds", 0.0), "sessions": timings.get("sessions", 0),
+    }
+    if "cdcda" in methods:
+        summary["augmentation"] = _augmentation(run_dir, users, failures)
+    summary["status"], summary["problems"], summary["warnings"] = _verdict(summary)
+    summary["config"] = _config(cfg)
+    return summary
+
+
+def _config(cfg: Config) -> dict:
+    from tasks.structured import to_mapping
+
+    return to_mapping(cfg)
+
+
+def _verdict(summary: Mapping) -> tuple[str, list[str], list[str]]:
+    """ok | partial | incomplete | failed, the problems that make it so, and warnings."""
+    problems, warnings = [], []
+    statuses = set()
+    if not summary["users"]:
+        problems.append("no user took part (discovery found no device)")
+        statuses.add("failed")
+    for m, res in summary["methods"].items():
+        statuses.add(res["status"])
+        n, f = len(res["per_user"]), len(res["failures"])
+        if res["status"] == "failed":
+            first = next(iter(res["failures"].values()), "")
+            problems.append(f"{m}: no user succeeded ({f} failed; first: {first})")
+        elif f:
+            warnings.append(f"{m}: {f} of {n + f + len(res['missing'])} users failed")
+        if res["missing"]:
+            problems.append(f"{m}: {len(res['missing'])} users not run yet (resume the run)")
+        if res["fallback_users"]:
+            warnings.append(f"{m}: {len(res['fallback_users'])} users trained on real data "
+                            "only because their augmentation failed")
+    aug = summary.get("augmentation")
+    if aug is not None:
+        t = aug["total"]
+        if t["cloud_errors"] and not t["generated"]:
+            problems.append(f"the cloud produced nothing: {t['cloud_errors']} requests failed "
+                            f"({aug['cloud_errors']['by_cause']})")
+            statuses.add("failed")
+        elif t["generated"] and not t["kept"]:
+            warnings.append(f"the cloud wrote {t['generated']} candidates and the filters "
+                            "kept none: cdcda trained on real data only")
+    for status in ("failed", "incomplete", "partial"):
+        if status in statuses:
+            return status, problems, warnings
+    return "ok", problems, warnings
