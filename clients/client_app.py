@@ -15,7 +15,7 @@ from flwr.clientapp import ClientApp
 from clients import device
 from clients.faults import InjectedCrash, draw
 from clients.protocol import Request
-from clients.seeds import select_seeds
+from clients.seeds import disclose_seeds
 from tasks import Task, UserData
 from tasks.files import mark_started
 
@@ -91,11 +91,13 @@ def query_user(msg: Message, req: Request, task: Task, user: UserData) -> Messag
 @app.query("seeds")
 @handler
 def query_seeds(msg: Message, req: Request, task: Task, user: UserData) -> Message:
-    """Reply with up to k seed examples under the disclosure policy (k = 0 sends none)."""
-    seeds = select_seeds(task, user.profile, req.device.seeds,
-                         device.user_seed(req.seed, user.user_id))
+    """Reply with up to k seed examples under the disclosure policy, enforced here on the
+    device: k, which fields may leave, and optional scrubbing (k = 0 sends none)."""
+    chosen = disclose_seeds(task, user.profile, req.device.seeds,
+                            device.user_seed(req.seed, user.user_id))
+    seeds = chosen.items
     metrics = {"num-seeds": len(seeds), "num-profile": len(user.profile),
-               "num-queries": len(user.queries)}
+               "num-queries": len(user.queries), **chosen.metrics()}
     return _reply(msg, user.user_id, metrics, items=json.dumps(seeds))
 
 

@@ -73,13 +73,26 @@ class EvalSettings:
 
 @dataclass
 class SeedSettings:
-    k: int = field(default=4, metadata={"help": "seed examples sent to the cloud; 0 = none"})
+    k: int = field(default=4, metadata={
+        "help": "most seed examples sent to the cloud (fewer if the profile is smaller); "
+                "0 = none, only the task name leaves the device"})
     policy: Literal["random", "recent"] = field(
         default="random", metadata={"help": "which profile items become seeds"}
     )
+    fields: list[str] = field(default_factory=list, metadata={
+        "help": "the task's item fields a seed may carry (e.g. ['description']); others are "
+                "not sent. Empty = all of the task's fields. Checked against the task on "
+                "the device"})
+    scrub: bool = field(default=False, metadata={
+        "help": "replace e-mail addresses, phone numbers and URLs in sent fields with "
+                "[email], [phone], [url] and report how many (seeds-scrubbed-<kind>)"})
 
     def __post_init__(self) -> None:
         check(self.k >= 0, "k", f"must be >= 0, got {self.k}")
+        check(all(isinstance(f, str) and f for f in self.fields), "fields",
+              f"must be field names, got {self.fields!r}")
+        check(len(set(self.fields)) == len(self.fields), "fields",
+              f"names a field twice: {self.fields!r}")
 
 
 @dataclass

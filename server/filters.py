@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from server.prompts import is_item
 from tasks.catalog import Task
 
 REASONS = ("unparsable", "invalid_label", "invalid_format", "copy_of_seed", "duplicate",
@@ -53,21 +54,26 @@ def normalise_output(task: Task, item: dict) -> dict:
 
 def filter_candidates(task: Task, candidates: Sequence[dict | None], seeds: Sequence[dict],
                       near_duplicate: float) -> FilterResult:
-    """Validate format and label, drop copies of seeds and exact or near duplicates."""
+    """Validate format and label, drop copies of seeds and exact or near duplicates.
+
+    Every candidate is counted once: kept, or rejected for the first reason that applies.
+    Anything `parse_candidate` could not have returned (None, a missing, blank or non-text
+    field) is `unparsable`; kept items carry the task's fields only.
+    """
     res = FilterResult(generated=len(candidates))
     seed_words = [_item_words(task, s) for s in seeds]
     kept_words: list[frozenset[str]] = []
     kept_exact: set[str] = set()
     for cand in candidates:
-        if cand is None:
+        if not is_item(task, cand):  # a KeyError or AttributeError below otherwise
             res.rejected["unparsable"] += 1
             continue
-        cand = normalise_output(task, cand)
+        cand = normalise_output(task, {f: cand[f] for f in task.item_fields})
         if task.answer_field is not None and not task.is_valid_output(cand[task.answer_field]):
             res.rejected["invalid_label"] += 1
             continue
         x = task.item_fields[0]
-        if len(_words(cand[x])) < 3 or len(cand[x]) > 1000:
+        if len(cand[x]) > 1000 or len(_words(cand[x])) < 3:  # length first: cheap on 1 MB
             res.rejected["invalid_format"] += 1
             continue
         words = _item_words(task, cand)

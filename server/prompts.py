@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from tasks.catalog import Task
 
@@ -24,19 +24,21 @@ def _header(task: Task) -> str:
 def augmentation_prompt(task: Task, seeds: Sequence[dict], shuffle_seed: int) -> str:
     """A continuation prompt: header, the seeds as `field: value` blocks, an open block.
 
-    Seed order is shuffled per candidate so n samples from one user differ.
+    Seed order is shuffled per candidate so n samples from one user differ. A seed shows
+    only the fields its device let go (`device.seeds.fields`); the open block still asks
+    for every field, since a training example needs them all.
     """
     header = _header(task)
     items = list(seeds)
     random.Random(shuffle_seed).shuffle(items)
-    blocks = ["\n".join(f"{f}: {it[f]}" for f in task.item_fields) for it in items]
+    blocks = ["\n".join(f"{f}: {it[f]}" for f in task.item_fields if f in it) for it in items]
     return header + "\n\n" + "".join(b + "\n\n" for b in blocks) + f"{task.item_fields[0]}:"
 
 
 def relabel_prompt(task: Task, seeds: Sequence[dict], item: dict) -> str:
     """Ask the cloud for the output field of a candidate, the seeds as context."""
     x, y = task.item_fields
-    blocks = "".join(f"{x}: {s[x]}\n{y}: {s[y]}\n\n" for s in seeds)
+    blocks = "".join(f"{x}: {s[x]}\n{y}: {s[y]}\n\n" for s in seeds if x in s and y in s)
     return f"{_header(task)}\n\n{blocks}{x}: {item[x]}\n{y}:"
 
 
@@ -53,6 +55,23 @@ def parse_candidate(task: Task, text: str) -> dict | None:
         name = name.strip().lower()
         if sep and name in fields and name not in item:
             item[name] = value.strip()
-    if any(not item.get(f) for f in fields):
-        return None
-    return item
+    return item if is_item(task, item) else None
+
+
+def is_item(task: Task, item: object) -> bool:
+    """Whether `item` could be a parsed candidate: each of the task's fields non-blank text.
+
+    Text must encode as UTF-8: an HTTP backend's JSON can carry lone surrogates ("\\ud800"),
+    which reach the device inside the synthetic items and make its tokenizer raise.
+    """
+    if not isinstance(item, Mapping):
+        return False
+    for f in task.item_fields:
+        value = item.get(f)
+        if not isinstance(value, str) or not value.strip():
+            return False
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+    return True

@@ -36,6 +36,9 @@ class DataSettings:
         if self.source == "benchmark":
             check(self.benchmark in GENERATORS, "benchmark",
                   f"= '{self.benchmark}' is not one of {', '.join(GENERATORS)}")
+            check(self.profile_size >= 1, "profile_size", f"must be >= 1, got {self.profile_size}")
+            check(self.queries >= 1, "queries", f"must be >= 1, got {self.queries}")
+            check(0 <= self.noise < 1, "noise", f"must be in [0, 1), got {self.noise}")
         else:
             check(bool(self.dir), "dir", "must name a folder when source = 'lamp'")
             check(bool(self.task), "task", "must name the LaMP task when source = 'lamp'")

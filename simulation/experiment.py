@@ -13,11 +13,12 @@ from flwr.serverapp import Grid
 from simulation.config import Config, dump_config, load_config
 from simulation.summary import TIMINGS_FILE, USERS_FILE, build_summary
 from strategies.accounting import LEDGER_FILE, Ledger
-from strategies.cdcda import AugmentationStrategy, StrategySettings
+from strategies.cdcda import TRAIN_METHODS, AugmentationStrategy, StrategySettings
 from strategies.failures import FAILURES_FILE, FailureLog
 from tasks import get_task, load_lamp_dir
 from tasks.benchmark import GENERATORS, make_benchmark
 from tasks.files import load_stored, write_json
+from tasks.lamp import check_experiment_data
 from tasks.structured import to_mapping
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,9 @@ def prepare_data(cfg: Config, run_dir: Path) -> tuple[Path, str, str]:
         if len(data.users) < users:
             raise ValueError(f"data.dir {folder} has {len(data.users)} users but the "
                              f"simulation has {users} devices")
+        trains = any(m in TRAIN_METHODS for m in cfg.experiment.methods)
+        for warning in check_experiment_data(data, needs_golds=True, trains=trains):
+            log.warning("%s", warning)
         return folder, split, data.task.name
     d = cfg.data
     want = {"generator": d.benchmark, "users": users, "seed": cfg.experiment.seed,

@@ -8,6 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
+from simulation import signals
 from simulation.config import Config, config_changes, dump_config, load_config
 from simulation.signals import STOP, stop_on_signals
 
@@ -111,6 +112,7 @@ def _simulate(cfg: Config, run_dir: Path, console, ray, run_simulation, server_a
             if address is None and cfg.runtime.num_cpus:
                 init["num_cpus"] = cfg.runtime.num_cpus
             ray.init(**init)
+            signals.reinstall()  # ray.init takes SIGTERM over: Ctrl-C and SIGTERM are ours
         resources = {"num_cpus": cfg.runtime.client_cpus, "num_gpus": cfg.runtime.client_gpus}
         if console is not None:
             watcher = threading.Thread(target=_watch, args=(run_dir, cfg, console, stop),

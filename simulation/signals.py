@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 
 # The one process-wide stop flag: set by a signal, read by every long loop of the run.
@@ -35,6 +36,25 @@ def should_stop() -> bool:
     return STOP.is_set()
 
 
+_handler: list = []  # the active handler, so it can be put back after ray.init
+
+
+def _make_handler():
+    first: list[float] = []
+
+    def handler(signum, frame):
+        if first:  # asked again: stop now, unless it is an echo of the first signal
+            if time.monotonic() - first[0] > 2.0:
+                os._exit(128 + signum)
+            return
+        first.append(time.monotonic())
+        STOP.set()
+        _stop_local_workers()
+        raise Interrupted(signum)
+
+    return handler
+
+
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[None]:
     """Within this block, SIGINT/SIGTERM set STOP and raise Interrupted (main thread only)."""
@@ -42,16 +62,59 @@ def stop_on_signals() -> Iterator[None]:
         yield
         return
     STOP.clear()
-
-    def handler(signum, frame):
-        if STOP.is_set():  # asked twice: stop now
-            os._exit(128 + signum)
-        STOP.set()
-        raise Interrupted(signum)
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    _handler[:] = [_make_handler()]
+    previous = {s: signal.signal(s, _handler[0]) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
+        _handler.clear()
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def reinstall() -> None:
+    """Put our handlers back: `ray.init` replaces SIGTERM's with `sys.exit(15)`."""
+    if _handler and threading.current_thread() is threading.main_thread():
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, _handler[0])
+
+
+def _stop_local_workers() -> None:
+    """Kill this run's local Ray worker processes (our descendants named `ray::...`).
+
+    Their in-flight work is lost either way (every finished user is already on disk);
+    killing them makes Flower's engine threads, which wait on those workers, return at
+    once instead of racing Ray's shutdown (seen: SIGTERM -> abort, exit 134). Ctrl-C in a
+    terminal reaches them already; SIGTERM sent to the driver alone does not.
+    """
+    import psutil
+
+    try:
+        children = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            if child.name().startswith("ray::") or any(
+                    a.startswith("ray::") for a in child.cmdline()[:1]):
+                child.kill()
+
+
+def exit_if_stuck(code: int, grace: float = 5.0) -> None:
+    """After a signal, end the process even if an engine thread is stuck.
+
+    Flower's simulation workers wait on Ray futures; once Ray is shut down under them a
+    wait may never return, and Python would wait for those threads forever at exit.
+    Everything worth keeping is on disk by now, so the process exits with `code`.
+    """
+    import sys
+
+    deadline = time.time() + grace
+    for t in threading.enumerate():
+        if t is not threading.current_thread() and not t.daemon:
+            t.join(max(0.0, deadline - time.time()))
+    if any(t.is_alive() and not t.daemon and t is not threading.current_thread()
+           for t in threading.enumerate()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)

@@ -183,3 +183,16 @@ def _verdict(summary: Mapping) -> tuple[str, list[str], list[str]]:
         if status in statuses:
             return status, problems, warnings
     return "ok", problems, warnings
+
+
+def without_measurements(summary: Mapping) -> dict:
+    """The summary minus what measures the machine (seconds, speeds, memory, sessions):
+    what two runs of the same experiment must agree on."""
+
+    def walk(x):
+        if isinstance(x, Mapping):
+            return {k: walk(v) for k, v in x.items()
+                    if k != "sessions" and not any(m in k for m in MEASURED)}
+        return x
+
+    return walk(summary)

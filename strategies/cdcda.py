@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -149,6 +150,8 @@ class AugmentationStrategy:
                 raise RunStopped(f"stopped during {method} with {len(sent)} users in flight")
             replies = list(grid.pull_messages(list(sent)))
             for reply in replies:
+                if self.should_stop():  # replies from devices the stop itself killed
+                    raise RunStopped(f"stopped during {method} with {len(sent)} in flight")
                 s = sent.pop(reply.metadata.reply_to_message_id)
                 started.pop(reply.metadata.reply_to_message_id, None)
                 done += 1
@@ -184,8 +187,9 @@ class AugmentationStrategy:
         if reply.has_error():
             entry.outcome = "error"
             self.ledger.record(entry)
-            self._fail(method, s.user, "device_error",
-                       f"{reply.error.code}: {reply.error.reason}", attempt, failed)
+            reason = _ANSI.sub("", str(reply.error.reason))
+            self._fail(method, s.user, "device_error", _error_detail(reason), attempt, failed,
+                       trace=reason[-2000:])
             return
         entry.up, entry.records_up = message_bytes(reply.content), record_bytes(reply.content)
         parsed, kind, detail = None, None, ""
@@ -388,6 +392,17 @@ def _parse_seeds(node: int, reply: Message) -> _Seeds:
         for name, value in it.items():
             field_bytes[name] = field_bytes.get(name, 0) + len(value.encode())
     return _Seeds(items, field_bytes)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _error_detail(reason: str) -> str:
+    """The device's own error message out of Flower's and Ray's wrapping of it."""
+    if "Message: " in reason:  # ClientAppException: ... occurred. Message: <the error>
+        return reason.rsplit("Message: ", 1)[1].strip().removesuffix("'>").strip()
+    lines = [ln.strip() for ln in reason.splitlines() if ln.strip()]
+    return lines[-1].removesuffix("'>") if lines else reason
 
 
 def _started_ids(inflight: Path, sent: Mapping[str, object], started: Mapping[str, float]

@@ -25,6 +25,12 @@ MOVIE_TAGS = (
     "social commentary", "violence", "true story",
 )  # fmt: skip
 
+# What a generated answer may open or close with: labels such as "Title:", quotes, spaces.
+# Stripped as whole runs so parsing is idempotent ('Title: "Title: x"' -> 'x', not 'Title: x');
+# the two alternatives start with different characters, so matching stays linear.
+_ANSWER_LEAD = re.compile(r'(?:(?:headline|title|tweet|paraphrase)\s*:|["\s])*', re.I)
+_ANSWER_TAIL = re.compile(r'["\s]*')  # matched on the reversed line: a `$` search is quadratic
+
 # Off-topic titles for LaMP-1 pairs: device-local, so no other user's data is needed.
 _OFF_TOPIC_TITLES = (
     "A History of Medieval Trade Routes",
@@ -140,8 +146,8 @@ class Task:
             m = re.match(r"^\s*([1-5](?:\.\d+)?)\b", text) or re.search(r"\b([1-5])\b", text)
             return m.group(1) if m else text  # unparsable: scored as the worst rating
         first = next((line for line in text.splitlines() if line.strip()), "")
-        first = re.sub(r"^(headline|title|tweet|paraphrase)\s*:\s*", "", first.strip(), flags=re.I)
-        return first.strip().strip('"').strip()
+        first = first[_ANSWER_LEAD.match(first).end():]
+        return first[: len(first) - _ANSWER_TAIL.match(first[::-1]).end()]
 
     def is_valid_output(self, text: str) -> bool:
         """Whether a (synthetic) answer is well-formed for this task."""

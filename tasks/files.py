@@ -79,6 +79,8 @@ INFLIGHT_DIR = ".inflight"
 
 
 def mark_started(run_dir: Path | str, message_id: str) -> None:
+    if not message_id or "/" in message_id:  # a message never sent through a Grid
+        return
     folder = Path(run_dir) / INFLIGHT_DIR
     folder.mkdir(parents=True, exist_ok=True)
     (folder / message_id).touch()

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tasks.catalog import Example, Task, get_task
+
+_RATINGS = ("1", "2", "3", "4", "5")
+_MAX_NAME_BYTES = 200  # user ids name files (results/<method>/<user_id>.json); ext4 allows 255
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class LampFormatError(ValueError):
@@ -37,6 +42,7 @@ class LampData:
     task: Task
     users: dict[str, UserData]
     questions_path: Path
+    outputs_path: Path | None = None  # None: loaded without golds (queries' outputs are "")
 
     def user_ids(self) -> list[str]:
         return list(self.users)
@@ -56,31 +62,150 @@ class LampData:
         })
 
 
+def _kind(value) -> str:
+    """The JSON type of a value, for messages (never its text: it may be huge or nested)."""
+    names = {bool: "a boolean", str: "a string", int: "a number", float: "a number",
+             list: "an array", dict: "an object"}
+    return names.get(type(value), "null")
+
+
+def _short(text: str) -> str:
+    return repr(text if len(text) <= 60 else text[:60] + "...")
+
+
 def _read_json(path: Path):
-    if not path.exists():
-        raise LampFormatError(path, None, None, "file not found")
+    """Parse a JSON file; every way that can fail is a LampFormatError naming the file."""
     try:
-        with path.open() as f:
+        with path.open(encoding="utf-8-sig") as f:  # JSON is UTF-8; a BOM is tolerated
             return json.load(f)
-    except json.JSONDecodeError as err:
-        raise LampFormatError(path, None, None, f"not valid JSON ({err})") from err
+    except FileNotFoundError:
+        problem = "file not found"
+    except IsADirectoryError:
+        problem = "is a folder, expected a JSON file"
+    except UnicodeDecodeError as err:
+        problem = f"not UTF-8 text ({err.reason})"
+    except RecursionError:
+        problem = "not valid JSON (nested too deeply)"
+    except ValueError as err:  # JSONDecodeError, a number over Python's 4300-digit limit
+        problem = f"not valid JSON ({err})"
+    except OSError as err:  # no permission, a file where a folder should be, ...
+        problem = f"cannot be read ({err.strerror or err})"
+    raise LampFormatError(path, None, None, problem)
 
 
-def read_golds(path: Path | str) -> tuple[str | None, dict[str, str]]:
-    """Read a LaMP outputs file: (task id or None, {question id: output})."""
+def _item_id(value, path: Path, item: str, field_name: str = "id") -> str:
+    if type(value) is str and value.strip():  # the common case first: called per item
+        return value
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise LampFormatError(path, item, field_name,
+                              f"must be a string or an integer, got {_kind(value)}")
+    if not str(value).strip():
+        raise LampFormatError(path, item, field_name, "is empty")
+    return str(value)
+
+
+def _unsafe_name(name: str) -> str | None:
+    """Why a user id cannot name a file, or None."""
+    if not name.strip() or name in (".", ".."):
+        return f"{_short(name)} is not a usable name"
+    if "/" in name or "\\" in name:
+        return f"{_short(name)} contains a path separator"
+    if _CONTROL.search(name):
+        return f"{_short(name)} contains a control character (NUL, newline, ...)"
+    try:
+        size = len(name.encode())
+    except UnicodeEncodeError:
+        return f"{_short(name)} is not valid Unicode (a lone surrogate)"
+    return f"is {size} bytes long, over {_MAX_NAME_BYTES}" if size > _MAX_NAME_BYTES else None
+
+
+def _user_id(q: dict, qid: str, path: Path) -> str:
+    """`user_id` (time-based split) or the question id (user-based split), safe as a file name."""
+    uid, field_name = (q["user_id"], "user_id") if "user_id" in q else (qid, "id")
+    if not isinstance(uid, str):
+        raise LampFormatError(path, qid, "user_id",
+                              f"must be a string (as in LaMP's time-based split), got {_kind(uid)}")
+    problem = _unsafe_name(uid)
+    if problem:
+        raise LampFormatError(path, qid, field_name, f"{problem}; user ids name result files "
+                              "(results/<method>/<user_id>.json)")
+    return uid
+
+
+def _gold_problem(task: Task, text: str) -> str | None:
+    """Why a gold is not a valid answer for the task, or None (generation: any text)."""
+    if not text.strip():
+        return "is empty"
+    if task.kind == "generation" or task.is_valid_output(text):
+        return None
+    noun, allowed = ("rating", _RATINGS) if task.kind == "rating" else ("label", task.labels)
+    return f"{_short(text)} is not a {task.name} {noun}; allowed: {', '.join(allowed)}"
+
+
+def _resolve_task(path: Path, file_task: str | None, task: str | Task | None) -> Task | None:
+    """The task to check a file against: `task`, else the file's own; they must agree."""
+    spec = get_task(task) if isinstance(task, str) else task
+    if file_task is None:
+        return spec
+    try:
+        own = get_task(file_task)
+    except ValueError as err:
+        raise LampFormatError(path, None, "task", str(err)) from err
+    if spec is not None and own != spec:
+        raise LampFormatError(path, None, "task", f"is {file_task}, expected {spec.lamp_id}")
+    return own
+
+
+def read_outputs(
+    path: Path | str, task: str | Task | None = None
+) -> tuple[str | None, dict[str, str]]:
+    """Read a LaMP outputs file, golds or predictions: (task id or None, {id: output}).
+
+    Ids must be unique: with a repeated id one answer would silently win. With `task`, the
+    file's own `task` field, if any, must agree.
+    """
     path = Path(path)
     data = _read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("golds"), list):
         raise LampFormatError(path, None, "golds", "expected an object with a 'golds' list")
-    golds: dict[str, str] = {}
+    file_task = data.get("task")
+    if file_task is not None and not isinstance(file_task, str):
+        raise LampFormatError(path, None, "task",
+                              f"must be a task id such as LaMP_2, got {_kind(file_task)}")
+    out: dict[str, str] = {}
     for i, g in enumerate(data["golds"]):
-        gid = g.get("id") if isinstance(g, dict) else None
-        if gid is None:
+        if not isinstance(g, dict):
+            raise LampFormatError(path, f"#{i}", None, "entry is not an object")
+        if g.get("id") is None:
             raise LampFormatError(path, f"#{i}", "id", "missing")
-        if "output" not in g or not isinstance(g["output"], str | int | float):
-            raise LampFormatError(path, str(gid), "output", "missing or not a string")
-        golds[str(gid)] = str(g["output"])
-    return data.get("task"), golds
+        gid = _item_id(g["id"], path, f"#{i}")
+        if gid in out:
+            raise LampFormatError(path, gid, "id", f"duplicate id (entry #{i} repeats it)")
+        value = g.get("output")
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise LampFormatError(path, gid, "output", "missing or not a string")
+        out[gid] = str(value)
+    if task is not None:
+        _resolve_task(path, file_task, task)
+    return file_task, out
+
+
+def read_golds(
+    path: Path | str, task: str | Task | None = None
+) -> tuple[str | None, dict[str, str]]:
+    """Read a LaMP outputs file of golds: (task id or None, {question id: gold}).
+
+    Every gold must be a non-empty, valid answer for `task` (else for the file's own task):
+    a bad gold would silently score every prediction as wrong.
+    """
+    path = Path(path)
+    file_task, golds = read_outputs(path)
+    spec = _resolve_task(path, file_task, task)
+    for gid, text in golds.items():
+        problem = _gold_problem(spec, text) if spec else ("is empty" if not text.strip() else None)
+        if problem:
+            raise LampFormatError(path, gid, "output", problem)
+    return file_task, golds
 
 
 def load_lamp(
@@ -93,53 +218,60 @@ def load_lamp(
     `date` where present, as LaMP's own code does.
     """
     qpath = Path(questions)
-    gold_task, golds = read_golds(outputs) if outputs is not None else (None, {})
+    opath = Path(outputs) if outputs is not None else None
+    gold_task, golds = read_golds(opath, task) if opath is not None else (None, {})
     if task is None:
         if gold_task is None:
-            raise ValueError(f"{qpath}: no task given and no outputs file to read it from")
+            raise LampFormatError(opath or qpath, None, "task",
+                                  "no task given and no outputs file naming one")
         task = gold_task
     task = task if isinstance(task, Task) else get_task(task)
-    if gold_task is not None and get_task(gold_task) != task:
-        raise LampFormatError(outputs, None, "task", f"is {gold_task}, expected {task.lamp_id}")
 
     raw = _read_json(qpath)
     if not isinstance(raw, list):
         raise LampFormatError(qpath, None, None, "expected a list of questions")
     users: dict[str, UserData] = {}
     seen_items: dict[str, set[str]] = {}
+    seen_questions: set[str] = set()
     for i, q in enumerate(raw):
         if not isinstance(q, dict):
             raise LampFormatError(qpath, f"#{i}", None, "question is not an object")
-        qid = q.get("id")
-        if qid is None:
+        if q.get("id") is None:
             raise LampFormatError(qpath, f"#{i}", "id", "missing")
-        qid = str(qid)
+        qid = _item_id(q["id"], qpath, f"#{i}")
+        if qid in seen_questions:
+            raise LampFormatError(qpath, qid, "id", f"duplicate question id (question #{i})")
+        seen_questions.add(qid)
         if not isinstance(q.get("input"), str):
             raise LampFormatError(qpath, qid, "input", "missing or not a string")
         profile = q.get("profile")
         if not isinstance(profile, list):
             raise LampFormatError(qpath, qid, "profile", "missing or not a list")
-        uid = str(q.get("user_id", qid))
+        uid = _user_id(q, qid, qpath)
         user = users.setdefault(uid, UserData(uid))
         seen = seen_items.setdefault(uid, set())
         for j, item in enumerate(profile):
-            iid = str(item.get("id", f"{qid}/{j}")) if isinstance(item, dict) else f"{qid}/{j}"
+            iid = f"{qid}/{j}"
             if not isinstance(item, dict):
                 raise LampFormatError(qpath, iid, "profile", "profile item is not an object")
+            if item.get("id") is not None:
+                iid = _item_id(item["id"], qpath, iid)
             for fname in task.item_fields:
                 if not isinstance(item.get(fname), str | int | float):
                     raise LampFormatError(
                         qpath, iid, fname, f"missing in a {task.name} profile item")
+            if not isinstance(item.get("date", ""), str | int | float):
+                raise LampFormatError(qpath, iid, "date", "not a string (profiles sort on it)")
             if iid not in seen:
                 seen.add(iid)
                 user.profile.append(item)
-        if outputs is not None and qid not in golds:
-            raise LampFormatError(outputs, qid, "output", "no gold for this question")
+        if opath is not None and qid not in golds:
+            raise LampFormatError(opath, qid, "output", "no gold for this question")
         user.queries.append(Example(q["input"], golds.get(qid, ""), {}, qid))
     for user in users.values():
         if all("date" in it for it in user.profile):
             user.profile.sort(key=lambda it: str(it["date"]))
-    return LampData(task, users, qpath)
+    return LampData(task, users, qpath, opath)
 
 
 def load_lamp_dir(folder: Path | str, split: str = "dev", task: str | None = None) -> LampData:
@@ -150,3 +282,43 @@ def load_lamp_dir(folder: Path | str, split: str = "dev", task: str | None = Non
     if not q.exists():
         raise LampFormatError(q, None, None, "file not found (expected LaMP layout)")
     return load_lamp(q, o if o.exists() else None, task)
+
+
+def _examples(ids: list[str]) -> str:
+    return ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
+
+
+def check_experiment_data(data: LampData, *, needs_golds: bool, trains: bool) -> list[str]:
+    """Refuse data no run can use; return warnings for degenerate-but-legal data.
+
+    Raises LampFormatError for no users, no golds when `needs_golds` (names the missing
+    `{split}_outputs.json`), and 0 training examples in all when `trains`.
+    """
+    qpath, n = data.questions_path, len(data.users)
+    if not n:
+        raise LampFormatError(qpath, None, None, "no questions, so 0 users to simulate")
+    if needs_golds and data.outputs_path is None:
+        split = qpath.name.removesuffix("_questions.json")
+        expected = (qpath.with_name(f"{split}_outputs.json") if split != qpath.name
+                    else f"{qpath} (no outputs file given)")
+        raise LampFormatError(expected, None, None, "not found: a run needs golds to score "
+                              f"its predictions on {qpath.name}")
+    warnings = []
+    no_queries = [u for u, d in data.users.items() if not d.queries]
+    if no_queries:
+        warnings.append(f"{qpath}: {len(no_queries)} of {n} users have no queries "
+                        f"({_examples(no_queries)}); they are trained but never scored")
+    empty = [u for u, d in data.users.items() if not d.profile]
+    if empty:
+        warnings.append(f"{qpath}: {len(empty)} of {n} users have an empty profile "
+                        f"({_examples(empty)}); they have no real data to train on")
+    if trains:
+        no_pairs = [u for u, d in data.users.items() if d.profile and not data.train_pairs(u)]
+        if len(empty) + len(no_pairs) == n:
+            raise LampFormatError(qpath, None, "profile", f"0 training examples: no user's "
+                                  f"profile gives a {data.task.name} training pair, so a "
+                                  "training method has nothing to learn from")
+        if no_pairs:
+            warnings.append(f"{qpath}: {len(no_pairs)} of {n} users have profile items but 0 "
+                            f"{data.task.name} training pairs ({_examples(no_pairs)})")
+    return warnings

@@ -18,6 +18,8 @@ def macro_f1(preds: Sequence[str], golds: Sequence[str], labels: Sequence[str]) 
     and predictions outside the label set count as errors for the gold label.
     """
     _check(preds, golds)
+    if not labels:
+        raise ValueError("macro-F1 needs the task's labels")
     scores = []
     for label in labels:
         tp = sum(p == label and g == label for p, g in zip(preds, golds))
@@ -31,12 +33,17 @@ def macro_f1(preds: Sequence[str], golds: Sequence[str], labels: Sequence[str]) 
 def rating_value(pred: str, gold: float) -> float:
     """A predicted rating as a number; unparsable -> the rating farthest from the gold.
 
-    This is LaMP-3's official rule (1 or 5, whichever is worse for this gold).
+    This is LaMP-3's official rule (1 or 5, whichever is worse for this gold). A number off
+    the 1-5 scale counts as unparsable too, where LaMP's script takes it as is: 'nan',
+    'Infinity' or '1e200' would make MAE/RMSE nan, inf or raise OverflowError.
     """
     try:
-        return float(pred)
+        value = float(pred)
     except (TypeError, ValueError):
-        return 1.0 if abs(1 - gold) > abs(5 - gold) else 5.0
+        value = math.nan
+    if 1.0 <= value <= 5.0:  # False for nan
+        return value
+    return 1.0 if abs(1 - gold) > abs(5 - gold) else 5.0
 
 
 def mae(preds: Sequence[str], golds: Sequence[str]) -> float:

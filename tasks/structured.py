@@ -21,10 +21,12 @@ class ConfigError(ValueError):
 
 def from_mapping(cls: type[T], data: Mapping[str, Any] | None, where: str = "") -> T:
     """Instantiate dataclass `cls` from `data`, recursing into dataclass-typed fields."""
+    if data is not None and not isinstance(data, Mapping):  # dict() would take a list of pairs
+        raise ConfigError(f"[{where.rstrip('.') or 'top level'}] must be a table, got {data!r}")
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(data) - set(fields), key=str)  # keys need not be str (JSON, Python)
     if unknown:
         raise ConfigError(
             f"unknown option {where}{unknown[0]!s}; known options of "
@@ -62,6 +64,9 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{name} must be a list, got {value!r}")
+        args = typing.get_args(hint)
+        if origin is list and args:  # list[str]: each element, else a [{}] passes unchecked
+            value = [_coerce(v, args[0], f"{name}[{i}]") for i, v in enumerate(value)]
         return tuple(value) if (origin or hint) is tuple else list(value)
     if hint is bool:
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
@@ -74,10 +79,12 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
             raise ConfigError(f"{name} must be a number, got {value!r}")
         try:
             out = hint(value)
-        except (TypeError, ValueError) as err:
+        except (TypeError, ValueError, OverflowError) as err:  # int(inf), float(10**400)
             raise ConfigError(f"{name} must be {hint.__name__}, got {value!r}") from err
         if hint is int and isinstance(value, float) and value != out:
             raise ConfigError(f"{name} must be an integer, got {value!r}")
+        if out != out:  # nan: every comparison is False, so unchecked fields would take it
+            raise ConfigError(f"{name} must be a number, got {value!r}")
         return out
     if hint is str:
         if not isinstance(value, str | int | float):

@@ -71,3 +71,45 @@ def test_bad_partition_fails_with_a_clear_message(tags_data, tmp_path):
     # the simulation engine turns this exception into an error reply the strategy counts
     with pytest.raises(ValueError, match="partition-id 99 but .* has 4 users"):
         app(_message("query.user", tags_data.questions_path.parent, tmp_path), _context(99))
+
+
+def _faulty(message, faults, fault_seed=0):
+    message.content["config"]["faults"] = json.dumps(faults)
+    message.content["config"]["fault-seed"] = fault_seed
+    return message
+
+
+def test_a_device_marks_when_it_starts_so_its_timeout_counts_from_there(tags_data, tmp_path):
+    app(_message("query.user", tags_data.questions_path.parent, tmp_path), _context(0))
+    assert (tmp_path / ".inflight" / "m1").exists()
+
+
+def test_injected_device_faults_crash_hang_and_garbage(tags_data, tmp_path):
+    import time
+
+    from clients.faults import InjectedCrash
+
+    data = tags_data.questions_path.parent
+    with pytest.raises(InjectedCrash, match="injected crash of u1's device"):
+        app(_faulty(_message("query.seeds", data, tmp_path), {"crash": 1.0}), _context(1))
+    start = time.perf_counter()
+    reply = app(_faulty(_message("query.seeds", data, tmp_path),
+                        {"hang": 1.0, "hang_seconds": 0.3}), _context(1))
+    assert time.perf_counter() - start >= 0.3 and not reply.has_error()
+    seen = set()
+    for seed in range(40):  # every kind of garbage shows up, each one malformed
+        reply = app(_faulty(_message("query.seeds", data, tmp_path), {"garbage": 1.0}, seed),
+                    _context(1))
+        c = reply.content
+        if "meta" not in c:
+            seen.add("no_meta")
+        elif c.array_records:
+            seen.add("arrays")
+        elif c["meta"]["user-id"] != "u1":
+            seen.add("wrong_user")
+        elif c["meta"]["items"] == "{not json":
+            seen.add("bad_seeds")
+        else:
+            assert c["metrics"]["num-examples"] != c["metrics"]["num-examples"]  # NaN
+            seen.add("nan_metric")
+    assert seen == {"no_meta", "arrays", "wrong_user", "bad_seeds", "nan_metric"}

@@ -36,13 +36,24 @@ def test_resolved_config_round_trips(tmp_path):
     ("cloud.backend=openai", "cloud.openai.model must name the served model"),
     ("data.source=lamp", "data.dir must name a folder"),
     ("nonsense", "--set 'nonsense' must look like section.key=value"),
+    ("data.noise=5", "data.noise must be in [0, 1), got 5"),
+    ("runtime.retries=-1", "runtime.retries must be >= 0"),
+    ("faults.device.crash=1.5", "faults.device.crash must be a share in [0, 1]"),
+    ("augment.fallback=maybe", "augment.fallback"),
 ])
 def test_bad_values_name_the_field(override, message):
     with pytest.raises(ConfigError) as err:
         load_config(DEFAULT_CONFIG, [override])
     assert message in str(err.value)
-    if "--set" not in message:
-        assert str(DEFAULT_CONFIG) in str(err.value)
+    # the value came from --set, so the error blames --set, not the (valid) config file
+    assert str(err.value).startswith("--set") and str(DEFAULT_CONFIG) not in str(err.value)
+
+
+def test_a_bad_value_in_the_file_names_the_file(tmp_path):
+    bad = tmp_path / "exp.toml"
+    bad.write_text("[device.lora]\nrank = 0\n")
+    with pytest.raises(ConfigError, match="exp.toml: device.lora.rank must be >= 1"):
+        load_config(bad, ["device.lora.alpha=8"])
 
 
 def test_bad_toml_names_the_file(tmp_path):
@@ -70,3 +81,63 @@ def test_resuming_with_another_config_is_refused(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err.replace("\n", "")
     assert "device.lora.rank: 8 -> 16" in err and "use a new --out" in err
+
+
+def _no_simulation(monkeypatch):
+    """Stop `cdcda run` right where Ray would start: these tests are about start-up."""
+    import simulation.runner
+
+    started = []
+    monkeypatch.setattr(simulation.runner, "_simulate", lambda *a, **k: started.append(1))
+    return started
+
+
+def test_a_start_up_failure_leaves_no_config_behind(tmp_path, capsys, monkeypatch):
+    from simulation.cli import main
+
+    started = _no_simulation(monkeypatch)
+    out = tmp_path / "run"
+    data = tmp_path / "lamp"
+    data.mkdir()  # no LaMP files: data preparation fails after the config was parsed
+    assert main(["run", "--config", "configs/tiny.toml", "--out", str(out), "--set",
+                 "data.source=lamp", "--set", f"data.dir={data}", "--set",
+                 "data.task=LaMP-2"]) == 2
+    assert "dev_questions.json" in capsys.readouterr().err
+    assert not (out / "config.toml").exists()
+    # the corrected command is not refused as "another config"
+    main(["run", "--config", "configs/tiny.toml", "--out", str(out)])
+    assert "another config" not in capsys.readouterr().err
+    assert started and (out / "config.toml").exists()
+
+
+@pytest.mark.parametrize("option, value, named", [
+    ("device.model", "/no/such/model", "device.model = '/no/such/model'"),
+    ("cloud.model", "no-such-model", "cloud.model = 'no-such-model'"),
+])
+def test_a_model_error_says_whose_model_it_is(tmp_path, capsys, monkeypatch, option, value,
+                                              named):
+    from simulation.cli import main
+
+    _no_simulation(monkeypatch)
+    code = main(["run", "--config", "configs/tiny.toml", "--out", str(tmp_path / "run"),
+                 "--set", f"{option}={value}"])
+    assert code == 2
+    assert named in capsys.readouterr().err.replace("\n", "")
+    assert not (tmp_path / "run" / "config.toml").exists()
+
+
+def test_out_under_a_regular_file_is_a_clear_error(tmp_path, capsys):
+    from simulation.cli import main
+
+    (tmp_path / "afile").write_text("x")
+    for out in (tmp_path / "afile", tmp_path / "afile" / "run"):
+        assert main(["run", "--config", "configs/tiny.toml", "--out", str(out)]) == 2
+        err = capsys.readouterr().err.replace("\n", "")
+        assert f"--out {out}" in err and "Traceback" not in err
+
+
+def test_summary_rebuilds_from_the_run_directory_and_fails_on_an_empty_one(tmp_path, capsys):
+    from simulation.cli import main
+
+    assert main(["summary", str(tmp_path)]) == 2  # no run here
+    assert "no config.toml" in capsys.readouterr().err

@@ -1,11 +1,13 @@
 """The LaMP loader on the official layout, per-user views, and errors naming file/item/field."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from tasks import LampFormatError, get_task, load_lamp, load_lamp_dir
-from tests.conftest import DATA
+
+DATA = Path(__file__).parent / "data"  # not `from tests.conftest`: tests/ is not a package
 
 
 @pytest.mark.parametrize("task", ["LaMP_1", "LaMP_2", "LaMP_3", "LaMP_4", "LaMP_5", "LaMP_7"])

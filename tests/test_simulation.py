@@ -6,21 +6,9 @@ import os
 import pytest
 
 from simulation.cli import main
+from simulation.summary import without_measurements
 
 pytestmark = pytest.mark.e2e
-
-
-def without_timings(summary: dict) -> dict:
-    """The summary minus what measures the machine (seconds, speeds, memory, sessions)."""
-    from simulation.summary import MEASURED
-
-    def walk(x):
-        if isinstance(x, dict):
-            return {k: walk(v) for k, v in x.items()
-                    if k not in ("sessions",) and not any(m in k for m in MEASURED)}
-        return x
-
-    return walk(summary)
 
 
 def _run(out, *extra):
@@ -59,7 +47,7 @@ def test_four_users_through_flower_on_ray_then_resume(tmp_path, capsys):
     assert (out / "results" / "cdcda" / "u0.json").stat().st_mtime_ns == stamp
     new_lines = (out / "ledger.jsonl").read_text().splitlines()[len(ledger):]
     assert {json.loads(x)["kind"] for x in new_lines} == {"query.user"}  # discovery only
-    assert without_timings(again) == without_timings(summary)
+    assert without_measurements(again) == without_measurements(summary)
     assert again["sessions"] == 2
     assert "CDCDA_RUN_DIR" not in os.environ  # the run's settings do not leak out
 

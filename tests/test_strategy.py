@@ -1,15 +1,17 @@
 """The metrics-only strategy against a scripted Grid: arrays rejected, failures counted, resume."""
 
 import json
+import time
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from strategies.accounting import Ledger, message_bytes
 from strategies.cdcda import AugmentationStrategy, StrategySettings
 from strategies.failures import FailureLog
+from tasks.files import mark_started
 
 
 @pytest.fixture(autouse=True)
@@ -160,3 +162,212 @@ def test_ledger_counts_the_protobuf_size():
     assert 0 < n < 100
     big = RecordDict({"w": ArrayRecord(numpy_ndarrays=[np.ones(1000, dtype=np.float32)])})
     assert message_bytes(big) >= 4000  # the arrays' bytes are on the wire
+
+
+class TimedGrid(ScriptedGrid):
+    """Devices that start and answer later: `plan(node, msg)` -> (start_after, work, reply);
+    start_after None = never starts, reply None = never answers. A device drops its start
+    marker (as the real ClientApp does) once it starts."""
+
+    def __init__(self, nodes, plan, run_dir):
+        super().__init__(nodes, behaviour=lambda node, msg: None)
+        self.plan, self.run_dir, self.timed = plan, run_dir, {}
+
+    def push_messages(self, messages):
+        ids = super().push_messages(messages)
+        now = time.time()
+        for mid, msg in zip(ids, messages):
+            if msg.metadata.message_type == "query.user":
+                self.pending[mid] = _reply(msg, f"u{msg.metadata.dst_node_id}", {})
+            else:
+                start, work, reply = self.plan(msg.metadata.dst_node_id, msg)
+                self.timed[mid] = (None if start is None else now + start, work, reply)
+        return ids
+
+    def pull_messages(self, ids):
+        now = time.time()
+        for mid, (start, work, reply) in list(self.timed.items()):
+            if start is not None and now >= start:
+                mark_started(self.run_dir, mid)
+                if reply is not None and now >= start + work:
+                    self.pending[mid] = reply
+                    del self.timed[mid]
+        return super().pull_messages(ids)
+
+
+def test_a_timeout_counts_from_when_the_device_starts_not_from_the_push(tmp_path):
+    def plan(node, msg):
+        ok = _reply(msg, f"u{node}", {"accuracy": 1.0})
+        return {1: (0.0, 0.3, ok),      # quick
+                2: (0.4, 0.5, ok),      # queued behind u1: answers 0.9 s after the push
+                3: (0.0, None, None),   # starts and hangs
+                4: (None, None, None),  # never picked up
+                }[node]
+
+    s = _strategy(tmp_path, timeout=0.6)
+    grid = TimedGrid([1, 2, 3, 4], plan, tmp_path)
+    s.discover(grid)
+    res = s.run_method(grid, "zero_shot")
+    assert set(res.per_user) == {"u1", "u2"}  # u2 waited its turn and did not time out
+    assert "after the device started" in res.failures["u3"]
+    assert "nothing started or replied" in res.failures["u4"]
+    assert not list((tmp_path / ".inflight").iterdir())  # markers cleaned up
+
+
+def test_failed_devices_are_retried_and_the_failure_stays_in_the_log(tmp_path):
+    def behaviour(node, msg):
+        attempt = msg.content["config"]["attempt"]
+        if msg.metadata.message_type == "query.user":
+            return _reply(msg, f"u{node}", {})
+        if node == 2 and attempt == 0:
+            return Message(Error(code=0, reason="ClientAppException occurred. Message: boom"),
+                           reply_to=msg)
+        if node == 3:  # a NaN metric is garbage, every time
+            return _reply(msg, "u3", {"accuracy": float("nan")})
+        return _reply(msg, f"u{node}", {"accuracy": 1.0})
+
+    s = _strategy(tmp_path, retries=2)
+    grid = ScriptedGrid([1, 2, 3], behaviour)
+    s.discover(grid)
+    res = s.run_method(grid, "local_real")
+    assert set(res.per_user) == {"u1", "u2"}
+    assert list(res.failures) == ["u3"] and "not a finite number" in res.failures["u3"]
+    log = [(f["user"], f["kind"], f["attempt"]) for f in s.failures.entries]
+    assert log == [("u2", "device_error", 0), ("u3", "bad_reply", 0), ("u3", "bad_reply", 1),
+                   ("u3", "bad_reply", 2)]
+    assert s.failures.entries[0]["detail"] == "boom"  # the device's own message
+    comm = s.ledger.summary("local_real")
+    assert comm["failed_exchanges"]["exchanges"] == 4  # failed attempts are charged
+
+
+def _seeds_reply(msg, node, fields=("description", "tag")):
+    seed = {"description": f"seed of u{node}", "tag": "comedy"}
+    items = [{f: seed[f] for f in fields}]
+    return Message(content=RecordDict({
+        "meta": ConfigRecord({"user-id": f"u{node}", "items": json.dumps(items)}),
+        "metrics": MetricRecord({"num-seeds": 1})}), reply_to=msg)
+
+
+@pytest.mark.parametrize("fallback", ["none", "real_only"])
+def test_a_user_whose_augmentation_failed_is_not_cached_nor_silently_trained(tmp_path,
+                                                                           fallback):
+    trained = {}
+
+    def behaviour(node, msg):
+        kind = msg.metadata.message_type
+        if kind == "query.seeds":
+            return _seeds_reply(msg, node)
+        if kind == "train":
+            trained[node] = json.loads(msg.content["synthetic"]["items"])
+        return _reply(msg, f"u{node}", {"accuracy": 1.0})
+
+    def augmenter(seeds, attempt):  # the cloud fails every request of u2
+        ok = {u: [{"description": "new", "tag": "comedy"}] for u in seeds if u != "u2"}
+        return ok, {u: {"generated": 1, "kept": 1} for u in ok}, {
+            "u2": {"connection": 2}} if "u2" in seeds else {}
+
+    s = _strategy(tmp_path, augmenter, retries=1, fallback=fallback)
+    grid = ScriptedGrid([1, 2], behaviour)
+    s.discover(grid)
+    res = s.run_method(grid, "cdcda")
+    assert not (tmp_path / "synthetic" / "u2.json").exists()
+    errors = [f for f in s.failures.entries if f["kind"] == "cloud_error"]
+    assert [(f["user"], f["attempt"], f["causes"]) for f in errors] == [
+        ("u2", 0, {"connection": 2}), ("u2", 1, {"connection": 2})]
+    if fallback == "none":
+        assert 2 not in trained and "cloud_error" in res.failures["u2"]
+    else:
+        assert trained[2] == [] and res.failures == {}
+        stored = json.loads((tmp_path / "results" / "cdcda" / "u2.json").read_text())
+        assert stored["augment-fallback"] == 1.0
+    assert "augment-fallback" not in res.per_user["u1"]
+
+
+def test_what_left_each_device_is_listed_by_field_and_bytes(tmp_path):
+    from strategies.accounting import disclosure
+
+    def behaviour(node, msg):
+        if msg.metadata.message_type == "query.seeds":
+            return _seeds_reply(msg, node, fields=("description",))  # the tag stays home
+        return _reply(msg, f"u{node}", {"accuracy": 1.0})
+
+    s = _strategy(tmp_path, lambda seeds, a: ({u: [] for u in seeds},
+                                              {u: {"kept": 0} for u in seeds}, {}))
+    grid = ScriptedGrid([1], behaviour)
+    s.discover(grid)
+    s.run_method(grid, "cdcda")
+    got = disclosure(Ledger(tmp_path / "ledger.jsonl").entries, ["u1"])
+    assert got["per_user"]["u1"]["seed_fields"] == {"description": len("seed of u1")}
+    assert set(got["per_user"]["u1"]["records"]) == {"meta", "metrics"}
+
+
+def test_a_corrupt_stored_result_is_named_moved_aside_and_recomputed(tmp_path, caplog):
+    def behaviour(node, msg):
+        return _reply(msg, f"u{node}", {"accuracy": 0.5})
+
+    s = _strategy(tmp_path)
+    grid = ScriptedGrid([1], behaviour)
+    s.discover(grid)
+    bad = tmp_path / "results" / "zero_shot" / "u1.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text('{"accuracy": 1.0, "tru')  # cut short
+    res = s.run_method(grid, "zero_shot")
+    assert res.per_user["u1"] == {"accuracy": 0.5}
+    assert (bad.parent / "u1.json.corrupt").read_text() == '{"accuracy": 1.0, "tru'
+    assert str(bad) in caplog.text
+
+
+def test_the_ledger_charges_a_resumed_repeat_once_and_every_failure(tmp_path):
+    from strategies.accounting import Exchange, summarise
+
+    path = tmp_path / "ledger.jsonl"
+    ledger = Ledger(path)
+    ledger.record(Exchange("m", "train", "u1", "timeout", 100, 0))
+    ledger.record(Exchange("m", "train", "u1", "ok", 100, 40))
+    ledger.record(Exchange("m", "train", "u1", "ok", 100, 40))  # repeated by a resume
+    ledger.record(Exchange("m", "train", "u2", "ok", 100, 50))
+    with path.open("a") as f:
+        f.write('{"method": "m", "kind": "tr')  # a kill cut the last line short
+    again = Ledger(path)
+    assert len(again.entries) == 4
+    assert (tmp_path / "ledger.jsonl.corrupt").read_text().startswith('{"method": "m"')
+    s = summarise(again.entries, "m")
+    assert s["bytes_down"] == 300 and s["bytes_up"] == 90
+    assert s["failed_exchanges"] == {"up": 0, "down": 100, "exchanges": 1}
+    assert s["by_kind"]["train"]["messages"] == 3
+
+
+def test_device_fault_draws_are_seeded_and_follow_the_rates():
+    from clients.faults import DeviceFaults, draw
+
+    f = DeviceFaults(crash=0.2, garbage=0.1)
+    draws = [draw(f, 7, "local_real", "train", f"u{i}", 0)[0] for i in range(2000)]
+    assert draws == [draw(f, 7, "local_real", "train", f"u{i}", 0)[0] for i in range(2000)]
+    assert 0.17 < draws.count("crash") / 2000 < 0.23
+    assert 0.08 < draws.count("garbage") / 2000 < 0.12
+    retry = [draw(f, 7, "local_real", "train", f"u{i}", 1)[0] for i in range(2000)]
+    assert retry != draws  # a retry draws again
+
+
+def test_a_cloud_outage_hits_whole_users_and_ends_after_its_attempts():
+    from server.backends import CloudError
+    from server.faults import FaultyCloud
+    from server.settings import CloudFaults
+
+    class Echo:
+        name = "echo"
+
+        def complete(self, prompts, seed, greedy=False):
+            return [p.upper() for p in prompts]
+
+    owners = [f"u{i // 4}" for i in range(400)]  # 100 users x 4 requests
+    faults = CloudFaults(outage=0.3, outage_attempts=1, fail=0.1)
+    out = FaultyCloud(Echo(), faults, 0, owners, attempt=0).complete(["x"] * 400, 0)
+    down = {o for o, r in zip(owners, out) if r == CloudError("injected_outage")}
+    assert 20 < len(down) < 40
+    for o, r in zip(owners, out):
+        assert (r == CloudError("injected_outage")) == (o in down)  # all or nothing per user
+    fails = sum(r == CloudError("injected_failure") for r in out)
+    assert 10 < fails < 50 and all(r == "X" for r in out if not isinstance(r, CloudError))
+    later = FaultyCloud(Echo(), faults, 0, owners, attempt=1).complete(["x"] * 400, 0)
+    assert CloudError("injected_outage") not in later  # the outage lasted one attempt
