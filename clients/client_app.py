@@ -16,6 +16,7 @@ from clients import device
 from clients.faults import InjectedCrash, draw
 from clients.protocol import Request
 from clients.seeds import disclose_seeds
+from clients.worker_log import log_to_run_dir
 from tasks import Task, UserData
 from tasks.files import mark_started
 
@@ -67,6 +68,7 @@ def handler(fn: Handler) -> Callable[[Message, Context], Message]:
     def wrapped(msg: Message, context: Context) -> Message:
         req = Request.from_config(msg.content["config"])
         mark_started(req.run_dir, msg.metadata.message_id)
+        log_to_run_dir(req.run_dir)
         task, user = _user(context, req)
         fault, variant = draw(req.faults, req.fault_seed, req.method,
                               msg.metadata.message_type, user.user_id, req.attempt)

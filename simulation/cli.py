@@ -10,9 +10,11 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
+
+from simulation.logs import OUR_PACKAGES, ConsoleFilter
 
 console = Console(stderr=True)
-OUR_PACKAGES = ("tasks", "models", "clients", "server", "strategies", "simulation")
 
 
 def _data_make(args: argparse.Namespace) -> int:
@@ -26,9 +28,18 @@ def _data_make(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from tasks.catalog import get_task
     from tasks.evaluate import score_files
 
-    print(json.dumps(score_files(args.task, args.golds, args.preds, parse=not args.raw)))
+    try:
+        get_task(args.task)
+    except ValueError as err:
+        raise ValueError(f"--task: {err}") from err
+    if args.raw:
+        logging.getLogger(__name__).warning(
+            "--raw does nothing now: LaMP's official semantics are the default; "
+            "--parse opts into the lenient parser")
+    print(json.dumps(score_files(args.task, args.golds, args.preds, parse=args.parse)))
     return 0
 
 
@@ -70,8 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--task", required=True, help="LaMP-1 ... LaMP-7")
     ev.add_argument("--golds", required=True, type=Path)
     ev.add_argument("--preds", required=True, type=Path)
-    ev.add_argument("--raw", action="store_true",
-                    help="compare strings as given (LaMP's official script) without parsing")
+    ev.add_argument("--parse", action="store_true",
+                    help="canonicalise model chatter first, as a run does (default: score the"
+                         " stripped strings exactly as LaMP's official script does)")
+    ev.add_argument("--raw", action="store_true", help=argparse.SUPPRESS)  # deprecated; warns
     ev.set_defaults(fn=_eval)
 
     mo = sub.add_parser("models", help="list bundled models or convert them to the cache")
@@ -87,20 +100,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False)],
-    )
+    handler = RichHandler(console=console, show_path=False)
+    handler.addFilter(ConsoleFilter(args.verbose))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(message)s", handlers=[handler])
     level = logging.DEBUG if args.verbose else logging.INFO
     for name in OUR_PACKAGES:
         logging.getLogger(name).setLevel(level)
     logging.getLogger("flwr").setLevel(level)  # Flower logs its engine at DEBUG by default
     try:
         return args.fn(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        console.print(f"[red]error:[/red] {err}")
+    except (ValueError, OSError, RuntimeError) as err:
+        logging.getLogger(__name__).debug("traceback", exc_info=True)  # shown with -v
+        # soft_wrap: a long path stays one piece; escape: file data may hold "[/x]"
+        console.print(f"[red]error:[/red] {escape(_describe(err))}", soft_wrap=True)
         return 2
+
+
+def _describe(err: Exception) -> str:
+    """An error's message; an OSError's names its path(s) first, as our own errors do."""
+    if isinstance(err, OSError) and err.filename is not None:
+        paths = " -> ".join(str(f) for f in (err.filename, err.filename2) if f is not None)
+        return f"{paths}: {err.strerror or err}"
+    return str(err)
 
 
 if __name__ == "__main__":

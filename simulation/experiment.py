@@ -177,9 +177,11 @@ def run_experiment(grid: Grid, cfg: Config, run_dir: Path,
             summary = write_summary(cfg, run_dir)
             metrics = summary["methods"][method]["metrics"]
             wb.log({f"{method}/{k}": v for k, v in metrics.items()} | {"method_index": step})
-            log.info("method %s: %s%s", method,
-                     {k: round(metrics[k], 4) for k in task.metric_names if k in metrics},
-                     f" ({len(result.failures)} users failed)" if result.failures else "")
+            shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in task.metric_names
+                              if k in metrics)
+            res = summary["methods"][method]
+            log.info("%s: %s (%d users ok, %d failed)", method, shown or "no results",
+                     len(res["per_user"]), len(res["failures"]), extra={"console": True})
     finally:
         timings.save()
         wb.finish()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from simulation import signals
 from simulation.config import Config, config_changes, dump_config, load_config
+from simulation.logs import run_log
 from simulation.signals import STOP, stop_on_signals
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ def _resolve_models(cfg: Config) -> None:
             raise ValueError(f"{option} = '{name}': {err}") from None
 
 
-def run(cfg: Config, run_dir: Path, console=None) -> dict:
+def run(cfg: Config, run_dir: Path, console=None, verbose: bool = False) -> dict:
     """Run the experiment in `run_dir` (resuming what is there) and return its summary.
 
     Raises `Interrupted` on SIGINT/SIGTERM once Ray is down and the summary is rebuilt.
@@ -82,22 +83,23 @@ def run(cfg: Config, run_dir: Path, console=None) -> dict:
             raise ValueError(
                 f"{run_dir} holds a run with another config ({'; '.join(changes[:5])}); "
                 f"use a new --out, or resume it with --config {previous}")
-    with stop_on_signals():
-        run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with stop_on_signals(), run_log(run_dir, verbose):
         # bad data and unknown models fail here, naming file, field or option, before Ray
         # starts and before config.toml claims the folder for this experiment
         prepare_data(cfg, run_dir)
         _resolve_models(cfg)
         dump_config(cfg, previous)
         try:
-            _simulate(cfg, run_dir, console, ray, run_simulation, server_app, client_app)
+            _simulate(cfg, run_dir, console, verbose, ray, run_simulation, server_app,
+                      client_app)
         finally:
             summary = write_summary(cfg, run_dir)  # from what is stored, whatever happened
     return summary
 
 
-def _simulate(cfg: Config, run_dir: Path, console, ray, run_simulation, server_app,
-              client_app) -> None:
+def _simulate(cfg: Config, run_dir: Path, console, verbose: bool, ray, run_simulation,
+              server_app, client_app) -> None:
     env = _environment(run_dir, cfg)
     saved_environ = dict(os.environ)  # restored at the end: nothing leaks into later runs
     os.environ.update({k: v for k, v in env.items() if not k.endswith("NUM_THREADS")})
@@ -107,7 +109,8 @@ def _simulate(cfg: Config, run_dir: Path, console, ray, run_simulation, server_a
     watcher = None
     try:
         if not ray.is_initialized():
-            init = {"address": address, "include_dashboard": False, "log_to_driver": True,
+            # devices' output goes to run.log (see clients/worker_log.py), not the terminal
+            init = {"address": address, "include_dashboard": False, "log_to_driver": verbose,
                     "runtime_env": {"env_vars": {**env, "PYTHONPATH": os.pathsep.join(sys.path)}}}
             if address is None and cfg.runtime.num_cpus:
                 init["num_cpus"] = cfg.runtime.num_cpus

@@ -119,7 +119,8 @@ class AugmentationStrategy:
               failed: dict[str, str], **extra) -> None:
         failed[user] = f"{kind}: {detail}"
         self.failures.record(method, user, kind, detail, attempt, **extra)
-        log.warning("%s: user %s failed (%s): %s", method, user, kind, detail)
+        # per-user detail: run.log and failures.jsonl; the terminal gets the counts
+        log.info("%s: user %s failed (%s): %s", method, user, kind, detail)
 
     def _exchange(self, grid: Grid, messages: list[Message], method: str, attempt: int,
                   parse: Callable[[int, Message], object],

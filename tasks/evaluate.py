@@ -1,26 +1,98 @@
-"""Score LaMP-format predictions against LaMP-format golds."""
+"""Score LaMP-format predictions against LaMP-format golds, as LaMP's official script does."""
 
 from __future__ import annotations
 
+import logging
+import math
+from collections.abc import Sequence
 from pathlib import Path
 
-from tasks.catalog import get_task
-from tasks.lamp import LampFormatError, read_golds
+from tasks import metrics
+from tasks.catalog import Task, get_task
+from tasks.lamp import LampFormatError, read_golds, read_outputs
+
+log = logging.getLogger(__name__)
 
 
-def score_files(task: str, golds: Path | str, preds: Path | str, parse: bool = True) -> dict:
+def score_files(task: str, golds: Path | str, preds: Path | str, parse: bool = False) -> dict:
     """Metrics of a predictions file, both files in LaMP outputs format.
 
-    With `parse`, raw model outputs are canonicalised first (a label found in chatter, a
-    leading rating); without it the strings are compared as LaMP's official script does.
+    By default the strings are scored as LaMP's official script does (`official_score`);
+    with `parse`, raw model outputs are canonicalised first (a label found in chatter, a
+    leading rating) and scored as a cdcda run scores them (`Task.score`).
+    Both files' `task` fields (where present) must be `task`, and ids must be unique.
     """
     spec = get_task(task)
-    _, gold = read_golds(golds)
-    _, pred = read_golds(preds)
+    _, gold = read_golds(golds, spec)
+    if not gold:
+        raise LampFormatError(golds, None, "golds", "is empty: nothing to score")
+    _, pred = read_outputs(preds, spec)
     missing = [gid for gid in gold if gid not in pred]
     if missing:
         raise LampFormatError(preds, missing[0], "output",
                               f"no prediction for this gold ({len(missing)} missing)")
     ids = list(gold)
-    p = [spec.parse(pred[i]) if parse else pred[i].strip() for i in ids]
-    return {**spec.score(p, [gold[i] for i in ids]), "n": len(ids)}
+    p, g = [pred[i] for i in ids], [gold[i] for i in ids]
+    scores = spec.score([spec.parse(x) for x in p], g) if parse else official_score(spec, p, g)
+    return {**scores, "n": len(ids)}
+
+
+def official_score(task: Task, preds: Sequence[str], golds: Sequence[str]) -> dict[str, float]:
+    """The task's metrics with the semantics of LaMP's `eval/evaluation.py`, on raw strings.
+
+    Predictions and golds are stripped, nothing else. Classification: a prediction must be
+    exactly (case-sensitively) one of the task's labels, anything else is wrong. Rating: a
+    prediction `float()` cannot read scores as 1 or 5, whichever is farther from the gold;
+    any finite number is taken as it is, off the 1-5 scale too. Generation: ROUGE-1/L.
+    """
+    if len(preds) != len(golds) or not golds:
+        raise ValueError(f"need one prediction per gold, and golds: got {len(preds)} "
+                         f"predictions for {len(golds)} golds")
+    preds = [str(p).strip() for p in preds]
+    golds = [str(g).strip() for g in golds]
+    if task.kind == "classification":
+        if bad := [g for g in golds if g not in task.labels]:
+            raise ValueError(f"gold {bad[0]!r} is not a {task.name} label")
+        _report(task, sum(p not in task.labels for p in preds), len(preds),
+                "are not exactly one of its labels: scored as wrong")
+        return {"accuracy": metrics.accuracy(preds, golds),
+                "f1": metrics.macro_f1(preds, golds, task.labels)}
+    if task.kind == "rating":
+        values, ys = [_read_number(p) for p in preds], [float(g) for g in golds]
+        _report(task, values.count(None), len(values),
+                "are not finite numbers: scored as the rating farthest from the gold")
+        errors = [abs((_worst(y) if v is None else v) - y) for v, y in zip(values, ys)]
+        return {"mae": math.fsum(errors) / len(errors), "rmse": _rms(errors)}
+    # LaMP averages with `evaluate`'s bootstrap aggregator; cdcda reports the plain mean.
+    return metrics.rouge(preds, golds)
+
+
+def _read_number(pred: str) -> float | None:
+    """The prediction as LaMP reads it, or None where it cannot (then the worst is scored).
+
+    'nan' and 'inf' count as unreadable: `float()` accepts them, but LaMP's script then
+    fails inside sklearn, so there is no official number to follow.
+    """
+    try:
+        value = float(pred)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _worst(gold: float) -> float:
+    return 1.0 if abs(1 - gold) > abs(5 - gold) else 5.0
+
+
+def _rms(errors: Sequence[float]) -> float:
+    """Root mean square, scaled so that a wild finite prediction (1e200) cannot overflow."""
+    top = max(errors)
+    if top == 0:
+        return 0.0
+    return top * math.sqrt(math.fsum((e / top) ** 2 for e in errors) / len(errors))
+
+
+def _report(task: Task, bad: int, n: int, what: str) -> None:
+    if bad:
+        log.warning("%d of %d %s predictions %s (parse=True / `cdcda eval --parse` reads "
+                    "model chatter leniently)", bad, n, task.name, what)

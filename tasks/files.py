@@ -73,6 +73,8 @@ def _quarantine(path: Path, why: str) -> None:
         os.replace(path, aside)
 
 
+LOG_FILE = "run.log"  # every process of a run appends its log lines here
+
 # Devices drop an empty file here, named after the message id, when they start a message's
 # work: the server counts a device's timeout from then, not from when the message was sent.
 INFLIGHT_DIR = ".inflight"
