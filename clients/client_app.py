@@ -12,7 +12,7 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients import device
+from clients import device, shared
 from clients.faults import InjectedCrash, draw
 from clients.protocol import Request
 from clients.seeds import disclose_seeds
@@ -103,10 +103,31 @@ def query_seeds(msg: Message, req: Request, task: Task, user: UserData) -> Messa
     return _reply(msg, user.user_id, metrics, items=json.dumps(seeds))
 
 
+@app.query("data")
+@handler
+def query_data(msg: Message, req: Request, task: Task, user: UserData) -> Message:
+    """shared_lora: every real example goes up (centralised training, not private)."""
+    items = shared.shared_examples(task, user)
+    return _reply(msg, user.user_id, {"num-examples": len(items)}, items=json.dumps(items))
+
+
+@app.query("prompts")
+@handler
+def query_prompts(msg: Message, req: Request, task: Task, user: UserData) -> Message:
+    """cloud: the user's queries, with retrieved profile items, go up to the cloud LLM."""
+    prompts = shared.cloud_prompts(task, user, req.device)
+    return _reply(msg, user.user_id, {"num-queries": len(prompts)}, items=json.dumps(prompts))
+
+
 @app.train()
 @handler
 def train(msg: Message, req: Request, task: Task, user: UserData) -> Message:
-    """Train this user's own adapter on real + received synthetic data; reply metrics only."""
+    """Train this user's own adapter on real + received synthetic data; reply metrics only.
+
+    fedavg_lora instead sends the global adapter: train it here, send it back.
+    """
+    if "arrays" in msg.content:
+        return _train_global(msg, req, task, user)
     # load
     synthetic = []
     if "synthetic" in msg.content:
@@ -122,10 +143,31 @@ def train(msg: Message, req: Request, task: Task, user: UserData) -> Message:
     return _reply(msg, user.user_id, metrics, method=req.method)
 
 
+def _train_global(msg: Message, req: Request, task: Task, user: UserData) -> Message:
+    rt = device.runtime(req.device)
+    state = msg.content["arrays"].to_torch_state_dict()
+    seed = device.user_seed(req.seed * 1000 + req.round, user.user_id)
+    new, metrics = shared.train_global(rt, task, user, req.device, state, req.local_steps, seed)
+    reply = _reply(msg, user.user_id, metrics, method=req.method)
+    reply.content["arrays"] = ArrayRecord(torch_state_dict=new)
+    return reply
+
+
 @app.evaluate()
 @handler
 def evaluate(msg: Message, req: Request, task: Task, user: UserData) -> Message:
-    """Evaluate the base model without an adapter (zero_shot, profile_prompt)."""
+    """Evaluate the base model without an adapter (zero_shot, profile_prompt), with a
+    received shared adapter (shared_lora, fedavg_lora), or score the cloud's answers."""
+    if "arrays" in msg.content:
+        rt = device.runtime(req.device)
+        metrics = shared.evaluate_with(rt, task, user, req.device, req.method, req.run_dir,
+                                       msg.content["arrays"].to_torch_state_dict(), req.seed)
+        return _reply(msg, user.user_id, metrics, method=req.method)
+    if "answers" in msg.content:
+        answers = json.loads(str(msg.content["answers"]["items"]))
+        metrics = shared.score_answers(task, user, req.device, req.method, req.run_dir,
+                                       answers)
+        return _reply(msg, user.user_id, metrics, method=req.method)
     rt = device.runtime(req.device)
     metrics = device.evaluate_user(rt, task, user, req.device, req.method, req.run_dir,
                                    use_adapter=False)

@@ -18,6 +18,8 @@ from clients.settings import DeviceSettings
 from tasks.structured import from_mapping
 
 QUERY_SEEDS = "query.seeds"
+QUERY_DATA = "query.data"  # shared_lora: all real examples up
+QUERY_PROMPTS = "query.prompts"  # cloud: the user's prompts up
 TRAIN = "train"
 EVALUATE = "evaluate"
 
@@ -34,6 +36,8 @@ class Request:
     attempt: int = 0  # 0 = first try; retries count up (injected faults draw again)
     faults: DeviceFaults = field(default_factory=DeviceFaults)
     fault_seed: int = 0
+    local_steps: int = 0  # fedavg_lora: optimiser steps per round on the device
+    round: int = 0  # fedavg_lora: which round (each draws its own data order)
 
     @classmethod
     def from_config(cls, cfg) -> Request:
@@ -45,4 +49,6 @@ class Request:
             faults=from_mapping(DeviceFaults, json.loads(str(cfg.get("faults", "{}"))),
                                 "faults.device."),
             fault_seed=int(cfg.get("fault-seed", 0)),
+            local_steps=int(cfg.get("local-steps", 0)),
+            round=int(cfg.get("round", 0)),
         )

@@ -40,8 +40,8 @@ Completion = str | CloudError
 class CloudLLM(Protocol):
     name: str
 
-    def complete(self, prompts: Sequence[str], seed: int, greedy: bool = False
-                 ) -> list[Completion]:
+    def complete(self, prompts: Sequence[str], seed: int, greedy: bool = False,
+                 max_new_tokens: int | None = None) -> list[Completion]:
         """One continuation per prompt, cut at the first blank line, or a CloudError."""
         ...
 
@@ -118,8 +118,8 @@ class EmbeddedLLM:
         self.stop = BlankLineStop(self.tokenizer, should_stop)
 
     @torch.no_grad()
-    def complete(self, prompts: Sequence[str], seed: int, greedy: bool = False
-                 ) -> list[Completion]:
+    def complete(self, prompts: Sequence[str], seed: int, greedy: bool = False,
+                 max_new_tokens: int | None = None) -> list[Completion]:
         s = self.settings
         out: list[Completion] = [CloudError("stopped")] * len(prompts)
         # sort by length so each batch pads little; results go back in input order
@@ -130,7 +130,7 @@ class EmbeddedLLM:
                 break  # the rest stay CloudError("stopped"): nothing half-done is cached
             idx = order[b : b + s.batch_size]
             try:
-                self._batch(prompts, idx, greedy, out)
+                self._batch(prompts, idx, greedy, out, max_new_tokens or s.max_new_tokens)
             except (RuntimeError, ValueError) as err:  # e.g. out of memory: count, go on
                 log.warning("embedded cloud batch failed: %s", err)
                 for i in idx:
@@ -138,13 +138,13 @@ class EmbeddedLLM:
         return out
 
     def _batch(self, prompts: Sequence[str], idx: list[int], greedy: bool,
-               out: list[Completion]) -> None:
+               out: list[Completion], max_new_tokens: int) -> None:
         s = self.settings
         enc = self.tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True)
         enc = enc.to(self.model.device)
         self.stop.prompt_len = enc["input_ids"].shape[1]
         gen = self.model.generate(
-            **enc, max_new_tokens=s.max_new_tokens, do_sample=not greedy and s.temperature > 0,
+            **enc, max_new_tokens=max_new_tokens, do_sample=not greedy and s.temperature > 0,
             temperature=s.temperature if not greedy else None,
             top_p=s.top_p if not greedy else None, top_k=None,
             stopping_criteria=StoppingCriteriaList([self.stop]),
@@ -173,9 +173,10 @@ class OpenAILLM:
                              max_retries=o.max_retries)
         self.failures = 0
 
-    def _one(self, prompt: str, seed: int, greedy: bool) -> Completion:
+    def _one(self, prompt: str, seed: int, greedy: bool, max_new_tokens: int | None = None
+             ) -> Completion:
         o, s = self.settings.openai, self.settings
-        args = dict(model=o.model, max_tokens=s.max_new_tokens, seed=seed,
+        args = dict(model=o.model, max_tokens=max_new_tokens or s.max_new_tokens, seed=seed,
                     temperature=0.0 if greedy else s.temperature, top_p=s.top_p, stop=[STOP])
         try:
             if o.api == "completions":
@@ -193,12 +194,12 @@ class OpenAILLM:
             log.warning("cloud request failed after %d retries: %s", o.max_retries, cause)
             return CloudError(cause)
 
-    def complete(self, prompts: Sequence[str], seed: int, greedy: bool = False
-                 ) -> list[Completion]:
+    def complete(self, prompts: Sequence[str], seed: int, greedy: bool = False,
+                 max_new_tokens: int | None = None) -> list[Completion]:
         start = time.perf_counter()
         with ThreadPoolExecutor(self.settings.openai.concurrency) as pool:
-            out = list(pool.map(lambda ip: self._one(ip[1], seed + ip[0], greedy),
-                                enumerate(prompts)))
+            out = list(pool.map(lambda ip: self._one(ip[1], seed + ip[0], greedy,
+                                                     max_new_tokens), enumerate(prompts)))
         log.debug("%d completions in %.1f s", len(prompts), time.perf_counter() - start)
         return out
 

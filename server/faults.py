@@ -36,8 +36,8 @@ class FaultyCloud:
         self.owners, self.attempt = list(owners), attempt
         self.name = f"faulty:{llm.name}"
 
-    def complete(self, prompts: Sequence[str], seed: int, greedy: bool = False
-                 ) -> list[Completion]:
+    def complete(self, prompts: Sequence[str], seed: int, greedy: bool = False,
+                 max_new_tokens: int | None = None) -> list[Completion]:
         f = self.faults
         out: list[Completion | None] = [None] * len(prompts)
         real: list[int] = []
@@ -61,6 +61,6 @@ class FaultyCloud:
                 real.append(i)
         if real:
             for i, text in zip(real, self.llm.complete([prompts[i] for i in real], seed,
-                                                       greedy)):
+                                                       greedy, max_new_tokens)):
                 out[i] = text
         return [o if o is not None else CloudError("missing") for o in out]

@@ -13,6 +13,7 @@ import tomli_w
 from clients.faults import DeviceFaults
 from clients.settings import DeviceSettings
 from server.settings import AugmentSettings, CloudFaults, CloudSettings
+from strategies.baselines import FedAvgSettings
 from strategies.cdcda import METHODS
 from tasks.benchmark import GENERATORS
 from tasks.structured import ConfigError, check, from_mapping, to_mapping
@@ -96,6 +97,7 @@ class Config:
     device: DeviceSettings = field(default_factory=DeviceSettings)
     cloud: CloudSettings = field(default_factory=CloudSettings)
     augment: AugmentSettings = field(default_factory=AugmentSettings)
+    fedavg: FedAvgSettings = field(default_factory=FedAvgSettings)
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
     faults: FaultSettings = field(default_factory=FaultSettings)
 

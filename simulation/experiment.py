@@ -8,11 +8,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
 
 from simulation.config import Config, dump_config, load_config
 from simulation.summary import TIMINGS_FILE, USERS_FILE, build_summary
 from strategies.accounting import LEDGER_FILE, Ledger
+from strategies.baselines import Services
 from strategies.cdcda import TRAIN_METHODS, AugmentationStrategy, StrategySettings
 from strategies.failures import FAILURES_FILE, FailureLog
 from tasks import get_task, load_lamp_dir
@@ -122,6 +124,48 @@ def _device_faults(cfg: Config) -> str:
     return json.dumps(faults)
 
 
+def _services(cfg: Config, task, cloud) -> Services:
+    """The server-side work of the shared baselines: training on the pooled data and the
+    initial FedAvg adapter (the device model, loaded once in this process), and the
+    cloud's answers (greedy, the task's answer length)."""
+
+    def device_model():
+        from clients.device import runtime
+
+        return runtime(cfg.device)
+
+    def fresh_adapter(name: str):
+        from clients.device import reset_adapter, user_seed
+
+        rt = device_model()
+        reset_adapter(rt.model, user_seed(cfg.experiment.seed, name))
+        return rt
+
+    def as_record(rt) -> ArrayRecord:
+        from clients.shared import adapter_state
+
+        return ArrayRecord(torch_state_dict=adapter_state(rt))
+
+    def train_pooled(pooled: dict[str, list[dict]]) -> ArrayRecord:
+        from clients.device import user_seed
+        from clients.trainer import train_lora
+
+        rt = fresh_adapter("shared_lora")
+        examples = [ex for u in sorted(pooled) for ex in task.profile_pairs(pooled[u])]
+        report = train_lora(rt.model, rt.tokenizer, rt.formatter, examples, cfg.device.train,
+                            user_seed(cfg.experiment.seed, "shared_lora"))
+        log.info("shared_lora: %d steps on %d pooled examples in %.1f s", report.steps,
+                 len(examples), report.seconds)
+        return as_record(rt)
+
+    def answer(prompts: list[str]) -> list:
+        return cloud().complete(prompts, cfg.experiment.seed, greedy=True,
+                                max_new_tokens=task.max_new_tokens)
+
+    return Services(train_pooled, lambda: as_record(fresh_adapter("fedavg_lora")), answer,
+                    cfg.fedavg)
+
+
 def write_summary(cfg: Config, run_dir: Path) -> dict:
     """Rebuild summary.json from the run directory (after each method, and at the end)."""
     data_dir, _, task_name = data_location(cfg, run_dir)
@@ -145,13 +189,17 @@ def run_experiment(grid: Grid, cfg: Config, run_dir: Path,
     }
     backend = {}
 
-    def augmenter(seeds, attempt):
-        from server.augment import augment
+    def cloud():
         from server.backends import make_backend
 
         if "llm" not in backend:
             backend["llm"] = make_backend(cfg.cloud, should_stop)
-        items, report = augment(backend["llm"], task, seeds, cfg.augment, cfg.experiment.seed,
+        return backend["llm"]
+
+    def augmenter(seeds, attempt):
+        from server.augment import augment
+
+        items, report = augment(cloud(), task, seeds, cfg.augment, cfg.experiment.seed,
                                 attempt, cfg.faults.cloud)
         return items, report.per_user, report.errors
 
@@ -161,7 +209,8 @@ def run_experiment(grid: Grid, cfg: Config, run_dir: Path,
     strategy = AugmentationStrategy(request, run_dir, augmenter,
                                     Ledger(run_dir / LEDGER_FILE),
                                     FailureLog(run_dir / FAILURES_FILE), settings,
-                                    should_stop=should_stop)
+                                    should_stop=should_stop,
+                                    services=_services(cfg, task, cloud))
     wb = _Wandb(cfg, run_dir)
     timings = _Timings(run_dir)
     summary: dict = {}

@@ -53,7 +53,7 @@ def _resolve_models(cfg: Config) -> None:
     from models import resolve_model_dir
 
     roles = [("device.model", cfg.device.model)]
-    if cfg.cloud.backend == "embedded" and "cdcda" in cfg.experiment.methods:
+    if cfg.cloud.backend == "embedded" and {"cdcda", "cloud"} & set(cfg.experiment.methods):
         roles.append(("cloud.model", cfg.cloud.model))
     for option, name in roles:
         try:

@@ -83,7 +83,7 @@ def _augmentation(run_dir: Path, users: list[str], failures: list[dict]) -> dict
         total.update(counts)
     errors: dict[str, Counter] = defaultdict(Counter)
     for f in failures:
-        if f["kind"] == "cloud_error":
+        if f["kind"] == "cloud_error" and f["method"] == "cdcda":
             errors[f["user"]].update(f.get("causes", {}))
     error_total: Counter = Counter()
     for c in errors.values():

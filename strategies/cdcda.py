@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 BASE_METHODS = ("zero_shot", "profile_prompt")
 TRAIN_METHODS = ("local_real", "cdcda")
-METHODS = BASE_METHODS + TRAIN_METHODS
+SHARED_METHODS = ("shared_lora", "fedavg_lora", "cloud")  # see strategies/baselines.py
+METHODS = BASE_METHODS + TRAIN_METHODS + SHARED_METHODS
 
 # (seeds by user, attempt) -> (synthetic items by user, filter counts by user,
 #                              cloud errors by user: {cause: failed requests})
@@ -95,7 +96,7 @@ class AugmentationStrategy:
     def __init__(self, request: Mapping[str, str | int], run_dir: Path, augmenter: Augmenter,
                  ledger: Ledger, failures: FailureLog | None = None,
                  settings: StrategySettings | None = None, progress: Progress | None = None,
-                 should_stop: Callable[[], bool] | None = None):
+                 should_stop: Callable[[], bool] | None = None, services=None):
         self.request = dict(request)  # the ConfigRecord every message carries
         self.run_dir = Path(run_dir)
         self.augmenter = augmenter
@@ -105,14 +106,18 @@ class AugmentationStrategy:
         self.progress = progress or (lambda m, d, t: None)
         self.should_stop = should_stop or (lambda: False)
         self.node_user: dict[int, str] = {}
+        self.services = services  # strategies.baselines.Services, for the shared methods
 
     # --- plumbing ------------------------------------------------------------------------
     def _message(self, node: int, kind: str, method: str, attempt: int = 0,
-                 synthetic: list[dict] | None = None) -> Message:
-        config = {**self.request, "method": method, "attempt": attempt}
+                 synthetic: list[dict] | None = None, records: Mapping | None = None,
+                 **config) -> Message:
+        config = {**self.request, "method": method, "attempt": attempt, **config}
         content = RecordDict({"config": ConfigRecord(config)})
         if synthetic is not None:
             content["synthetic"] = ConfigRecord({"items": json.dumps(synthetic)})
+        for name, record in (records or {}).items():
+            content[name] = record
         return Message(content=content, dst_node_id=node, message_type=kind)
 
     def _fail(self, method: str, user: str, kind: str, detail: str, attempt: int,
@@ -124,7 +129,8 @@ class AugmentationStrategy:
 
     def _exchange(self, grid: Grid, messages: list[Message], method: str, attempt: int,
                   parse: Callable[[int, Message], object],
-                  commit: Callable[[int, object], None]) -> dict[str, str]:
+                  commit: Callable[[int, object], None],
+                  arrays_allowed: bool = False) -> dict[str, str]:
         """Push messages and handle replies as they come; returns failures by user.
 
         `parse` checks a reply (raising BadReply or anything else for garbage); the
@@ -156,7 +162,7 @@ class AugmentationStrategy:
                 s = sent.pop(reply.metadata.reply_to_message_id)
                 started.pop(reply.metadata.reply_to_message_id, None)
                 done += 1
-                self._handle(method, attempt, s, reply, parse, commit, failed)
+                self._handle(method, attempt, s, reply, parse, commit, failed, arrays_allowed)
             now = time.time()
             if replies:
                 last_progress = now
@@ -183,7 +189,8 @@ class AugmentationStrategy:
         return failed
 
     def _handle(self, method: str, attempt: int, s: _Sent, reply: Message,
-                parse: Callable, commit: Callable, failed: dict[str, str]) -> None:
+                parse: Callable, commit: Callable, failed: dict[str, str],
+                arrays_allowed: bool = False) -> None:
         entry = Exchange(method, s.kind, s.user, "ok", s.down, 0, s.records_down)
         if reply.has_error():
             entry.outcome = "error"
@@ -203,7 +210,7 @@ class AugmentationStrategy:
                 s.user = entry.user = user
             elif user != s.user:
                 kind, detail = "bad_reply", f"reply claims user '{user}'"
-        if kind is None and reply.content.array_records:
+        if kind is None and reply.content.array_records and not arrays_allowed:
             kind, detail = "arrays", "reply carries arrays (weights never leave the device)"
         if kind is None:
             try:
@@ -307,8 +314,17 @@ class AugmentationStrategy:
         result.seconds = time.perf_counter() - start
         return result
 
+    def _store(self, method: str, user: str, metrics: dict[str, float],
+               result: MethodResult) -> None:
+        write_json(self._result_path(method, user), metrics)
+        result.per_user[user] = metrics
+
     def _attempt(self, grid: Grid, method: str, nodes: list[int], attempt: int, last: bool,
                  result: MethodResult) -> dict[str, str]:
+        if method in SHARED_METHODS:
+            from strategies.baselines import RUNNERS
+
+            return RUNNERS[method](self, grid, method, nodes, attempt, result)
         failed: dict[str, str] = {}
         synthetic: dict[str, list[dict]] = {}
         fallback: set[str] = set()
@@ -323,8 +339,7 @@ class AugmentationStrategy:
             user = self.node_user[node]
             if user in fallback:
                 metrics["augment-fallback"] = 1.0  # trained real-only: the cloud failed
-            write_json(self._result_path(method, user), metrics)
-            result.per_user[user] = metrics
+            self._store(method, user, metrics, result)
 
         if msgs:
             failed.update(self._exchange(grid, msgs, method, attempt,

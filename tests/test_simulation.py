@@ -20,7 +20,8 @@ def test_four_users_through_flower_on_ray_then_resume(tmp_path, capsys):
     assert _run(out) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["users"] == ["u0", "u1", "u2", "u3"]
-    assert set(summary["methods"]) == {"zero_shot", "profile_prompt", "local_real", "cdcda"}
+    assert set(summary["methods"]) == {"zero_shot", "profile_prompt", "local_real", "cdcda",
+                                       "shared_lora", "fedavg_lora", "cloud"}
     for name, method in summary["methods"].items():
         assert method["failures"] == {}, name
         assert set(method["per_user"]) == {"u0", "u1", "u2", "u3"}
@@ -30,6 +31,13 @@ def test_four_users_through_flower_on_ray_then_resume(tmp_path, capsys):
     comm = summary["communication"]
     assert set(comm["cdcda"]["by_kind"]) == {"query.seeds", "train"}
     assert comm["cdcda"]["bytes_up"] > comm["zero_shot"]["bytes_up"]  # seeds went up
+    assert set(comm["fedavg_lora"]["by_kind"]) == {"train", "evaluate"}
+    assert set(comm["shared_lora"]["by_kind"]) == {"query.data", "evaluate"}
+    assert set(comm["cloud"]["by_kind"]) == {"query.prompts", "evaluate"}
+    # adapters travel for the shared LoRAs only: far more bytes down than the rest
+    assert comm["fedavg_lora"]["bytes_down"] > 10 * comm["local_real"]["bytes_down"]
+    assert comm["fedavg_lora"]["bytes_up"] > 10 * comm["local_real"]["bytes_up"]
+    assert summary["privacy"]["per_user"]["u0"]["seed_fields"]  # seeds and pooled data
     assert summary["augmentation"]["total"]["generated"] == 4 * 2
     for user in summary["users"]:
         assert (out / "adapters" / user / "adapter_config.json").exists()

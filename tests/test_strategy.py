@@ -357,7 +357,7 @@ def test_a_cloud_outage_hits_whole_users_and_ends_after_its_attempts():
     class Echo:
         name = "echo"
 
-        def complete(self, prompts, seed, greedy=False):
+        def complete(self, prompts, seed, greedy=False, max_new_tokens=None):
             return [p.upper() for p in prompts]
 
     owners = [f"u{i // 4}" for i in range(400)]  # 100 users x 4 requests

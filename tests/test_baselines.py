@@ -1,0 +1,143 @@
+"""The shared baselines against a scripted Grid: FedAvg's mean and traffic, the pooled
+shared LoRA, and the cloud answering each user's own prompts."""
+
+import json
+
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+from test_strategy import ScriptedGrid
+
+from strategies.accounting import Ledger, record_bytes
+from strategies.baselines import FedAvgSettings, Services
+from strategies.cdcda import AugmentationStrategy, StrategySettings
+from strategies.failures import FailureLog
+
+
+@pytest.fixture(autouse=True)
+def server_identity(monkeypatch):
+    for name, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):
+        monkeypatch.setattr(TaskIdentity, name, value)
+
+
+def _reply(msg, node, metrics, arrays=None, **meta):
+    content = RecordDict({"meta": ConfigRecord({"user-id": f"u{node}", **meta}),
+                          "metrics": MetricRecord(metrics)})
+    if arrays is not None:
+        content["arrays"] = arrays
+    return Message(content=content, reply_to=msg)
+
+
+def _arrays(value: float) -> ArrayRecord:
+    return ArrayRecord(numpy_ndarrays=[np.full((3, 4), value, dtype=np.float32),
+                                       np.full(5, 2 * value, dtype=np.float32)])
+
+
+def _strategy(tmp_path, services):
+    return AugmentationStrategy({"task": "LaMP-2"}, tmp_path, None,
+                                Ledger(tmp_path / "ledger.jsonl"),
+                                FailureLog(tmp_path / "failures.jsonl"),
+                                StrategySettings(timeout=2.0, retries=0), services=services)
+
+
+def _services(**kw):
+    base = dict(train_pooled=lambda pooled: _arrays(0.0), initial_adapter=lambda: _arrays(0.0),
+                answer=lambda prompts: ["comedy"] * len(prompts))
+    return Services(**{**base, **kw})
+
+
+def test_fedavg_global_adapter_is_the_example_weighted_mean_and_traffic_adds_up(tmp_path):
+    examples = {1: 1.0, 2: 3.0, 3: 4.0}
+    evaluated = {}
+
+    def behaviour(node, msg):
+        kind = msg.metadata.message_type
+        if kind == "query.user":
+            return _reply(msg, node, {})
+        glob = msg.content["arrays"]
+        if kind == "train":  # each client moves the global adapter by its own node number
+            new = ArrayRecord(numpy_ndarrays=[a.numpy() + node for a in glob.values()])
+            return _reply(msg, node, {"num-examples": examples[node]}, arrays=new)
+        evaluated[node] = [a.numpy() for a in glob.values()]
+        return _reply(msg, node, {"accuracy": 1.0})
+
+    rounds = 2
+    s = _strategy(tmp_path, _services(fedavg=FedAvgSettings(rounds=rounds, local_steps=1)))
+    grid = ScriptedGrid([1, 2, 3], behaviour)
+    s.discover(grid)
+    res = s.run_method(grid, "fedavg_lora")
+    assert set(res.per_user) == {"u1", "u2", "u3"} and res.failures == {}
+    # each round adds the example-weighted mean of the clients' moves: (1*1 + 2*3 + 3*4) / 8
+    step = (1 * 1 + 2 * 3 + 3 * 4) / 8
+    for got in evaluated.values():
+        np.testing.assert_allclose(got[0], np.full((3, 4), rounds * step), rtol=1e-6)
+        np.testing.assert_allclose(got[1], np.full(5, rounds * step), rtol=1e-6)
+    # adapter traffic: rounds x participants x adapter bytes, in each direction
+    adapter = record_bytes(RecordDict({"arrays": _arrays(1.0)}))["arrays"]
+    train = [e for e in s.ledger.entries if e["kind"] == "train"]
+    assert len(train) == rounds * 3
+    assert sum(e["records_down"]["arrays"] for e in train) == rounds * 3 * adapter
+    assert sum(e["records_up"]["arrays"] for e in train) == rounds * 3 * adapter
+    # the arrays guard is off for fedavg_lora's train replies only
+    assert not [f for f in s.failures.entries if f["kind"] == "arrays"]
+
+
+def test_shared_lora_trains_one_adapter_on_everyones_data_once(tmp_path):
+    pools, sent = [], {}
+
+    def behaviour(node, msg):
+        kind = msg.metadata.message_type
+        if kind == "query.data":
+            items = [{"description": f"movie {node}.{i}", "tag": "comedy"} for i in range(node)]
+            return _reply(msg, node, {"num-examples": node}, items=json.dumps(items))
+        if kind == "evaluate":
+            sent[node] = next(iter(msg.content["arrays"].values())).numpy()
+        return _reply(msg, node, {"accuracy": 0.5})
+
+    def train_pooled(pooled):
+        pools.append(pooled)
+        return _arrays(7.0)
+
+    s = _strategy(tmp_path, _services(train_pooled=train_pooled))
+    grid = ScriptedGrid([1, 2, 3], behaviour)
+    s.discover(grid)
+    s.run_method(grid, "shared_lora")
+    assert len(pools) == 1 and {u: len(v) for u, v in pools[0].items()} == {
+        "u1": 1, "u2": 2, "u3": 3}
+    assert all((a == 7.0).all() for a in sent.values()) and len(sent) == 3
+    # every uploaded example is counted, field by field, as data that left the device
+    seeds = [e for e in s.ledger.entries if e["kind"] == "query.data"]
+    assert sum(e["fields_up"]["description"] for e in seeds) == sum(
+        len(f"movie {n}.{i}") for n in (1, 2, 3) for i in range(n))
+    # a resumed run reuses the stored adapter instead of training again
+    (tmp_path / "results" / "shared_lora" / "u2.json").unlink()
+    s.run_method(grid, "shared_lora")
+    assert len(pools) == 1
+
+
+def test_cloud_answers_each_users_own_prompts_and_failures_are_cloud_errors(tmp_path):
+    from server.backends import CloudError
+
+    scored = {}
+
+    def behaviour(node, msg):
+        kind = msg.metadata.message_type
+        if kind == "query.prompts":
+            return _reply(msg, node, {"num-queries": 2},
+                          items=json.dumps([f"q{node}a", f"q{node}b"]))
+        if kind == "evaluate":
+            scored[node] = json.loads(msg.content["answers"]["items"])
+        return _reply(msg, node, {"accuracy": 1.0})
+
+    def answer(prompts):
+        return [CloudError("timeout") if p.startswith("q3") else p.upper() for p in prompts]
+
+    s = _strategy(tmp_path, _services(answer=answer))
+    grid = ScriptedGrid([1, 2, 3], behaviour)
+    s.discover(grid)
+    res = s.run_method(grid, "cloud")
+    assert scored == {1: ["Q1A", "Q1B"], 2: ["Q2A", "Q2B"]}
+    assert "cloud_error" in res.failures["u3"]
+    up = [e for e in s.ledger.entries if e["kind"] == "query.prompts"]
+    assert sum(e["fields_up"]["prompt"] for e in up) == 3 * 2 * len("q1a")
