@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="bundled offline benchmark")
     dsub = data.add_subparsers(dest="action", required=True)
     mk = dsub.add_parser("make", help="write a benchmark in LaMP format")
-    mk.add_argument("--task", required=True, help="tags | rating | headline")
+    mk.add_argument("--task", required=True,
+                    help="tags | rating | headline | citation | title | tweet")
     mk.add_argument("--users", type=int, required=True)
     mk.add_argument("--seed", type=int, default=0)
     mk.add_argument("--out", required=True, type=Path)

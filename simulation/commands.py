@@ -1,4 +1,4 @@
-"""`cdcda run` and `cdcda summary`: one experiment through Flower on Ray, and its summary."""
+"""`cdcda run`, `summary`, `report`: one experiment through Flower on Ray; its summary, report."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def _run(args: argparse.Namespace) -> int:
     from simulation.cli import console
     from simulation.config import DEFAULT_CONFIG, load_config
     from simulation.runner import run
-    from simulation.signals import Interrupted
+    from simulation.signals import Interrupted, exit_if_stuck
 
     overrides = list(args.set or [])
     if args.ray_address:
@@ -53,13 +53,22 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out).resolve()
     start = time.perf_counter()
     try:
-        summary = run(cfg, out, console=console)
+        summary = run(cfg, out, console=console, verbose=args.verbose)
     except Interrupted as stop:
         console.print(f"[yellow]stopped by {stop}[/yellow]: finished users' results and "
                       f"adapters are kept in {out}.\nresume with: cdcda run --out {out} "
                       f"--config {out / 'config.toml'}")
+        exit_if_stuck(stop.exit_code)
         return stop.exit_code
     code = _print_summary(summary, console)
+    if summary.get("users"):
+        from simulation.report import write_report
+
+        try:
+            console.print(f"report: {write_report(out)}")
+        except (ValueError, OSError) as err:  # the run's results stand; say what broke
+            console.print(f"[red]the report could not be written:[/red] {err}")
+            code = code or EXIT_FAILED
     verdict = {"ok": "done", "partial": "done, with failures"}.get(summary["status"], "FAILED")
     console.print(f"{verdict} in {time.perf_counter() - start:.0f} s; results in "
                   f"{out / 'summary.json'}")
@@ -83,6 +92,17 @@ def _summary(args: argparse.Namespace) -> int:
     return code
 
 
+def _report(args: argparse.Namespace) -> int:
+    """Rebuild DIR/report.md and its plots from DIR/summary.json (runs nothing)."""
+    from simulation.cli import console
+    from simulation.report import write_report
+
+    path = write_report(Path(args.dir).resolve())
+    console.print(f"report in {path}")
+    print(json.dumps({"report": str(path)}))
+    return 0
+
+
 def add_run_and_bench(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("run", help="run an experiment (Flower simulation on Ray); resumable")
     r.add_argument("--config", type=Path, help="TOML experiment (default: configs/default.toml)")
@@ -95,6 +115,10 @@ def add_run_and_bench(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("summary", help="rebuild DIR/summary.json from what DIR stores")
     s.add_argument("dir", type=Path, help="a run directory")
     s.set_defaults(fn=_summary)
+
+    rp = sub.add_parser("report", help="rebuild DIR/report.md and its plots from summary.json")
+    rp.add_argument("dir", type=Path, help="a run directory holding summary.json")
+    rp.set_defaults(fn=_report)
 
     from simulation.bench import add_bench
 

@@ -25,7 +25,8 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.t
 class DataSettings:
     source: Literal["benchmark", "lamp"] = field(
         default="benchmark", metadata={"help": "bundled generator, or LaMP files in `dir`"})
-    benchmark: str = field(default="headline", metadata={"help": "tags | rating | headline"})
+    benchmark: str = field(default="headline", metadata={
+        "help": "tags | rating | headline | citation | title | tweet (LaMP-2, 3, 4, 1, 5, 7)"})
     profile_size: int = field(default=8, metadata={"help": "benchmark: real examples per user"})
     queries: int = field(default=2, metadata={"help": "benchmark: held-out queries per user"})
     noise: float = field(default=0.0, metadata={"help": "benchmark: share of golds flipped"})
@@ -52,7 +53,8 @@ class ExperimentSettings:
     users: int = field(default=8, metadata={"help": "simulated devices (one user each)"})
     sample: int = field(default=0, metadata={"help": "users taking part; 0 = all"})
     methods: list[str] = field(
-        default_factory=lambda: ["zero_shot", "profile_prompt", "local_real", "cdcda"])
+        default_factory=lambda: ["zero_shot", "profile_prompt", "local_real", "cdcda",
+                                 "shared_lora", "fedavg_lora", "cloud"])
 
     def __post_init__(self) -> None:
         check(self.users >= 1, "users", f"must be >= 1, got {self.users}")

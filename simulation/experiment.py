@@ -166,11 +166,11 @@ def _services(cfg: Config, task, cloud) -> Services:
                     cfg.fedavg)
 
 
-def write_summary(cfg: Config, run_dir: Path) -> dict:
+def write_summary(cfg: Config, run_dir: Path, statistics: bool = True) -> dict:
     """Rebuild summary.json from the run directory (after each method, and at the end)."""
     data_dir, _, task_name = data_location(cfg, run_dir)
     summary = build_summary(run_dir, cfg, task_name, get_task(task_name).metric_names,
-                            str(data_dir))
+                            str(data_dir), statistics)
     write_json(run_dir / "summary.json", summary)
     return summary
 
@@ -223,7 +223,7 @@ def run_experiment(grid: Grid, cfg: Config, run_dir: Path,
             log.info("method %s: %d users", method, len(strategy.node_user))
             result = strategy.run_method(grid, method)
             timings.add(method, result.seconds)
-            summary = write_summary(cfg, run_dir)
+            summary = write_summary(cfg, run_dir, statistics=False)
             metrics = summary["methods"][method]["metrics"]
             wb.log({f"{method}/{k}": v for k, v in metrics.items()} | {"method_index": step})
             shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in task.metric_names

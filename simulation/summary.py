@@ -112,8 +112,13 @@ def _failure_log(failures: list[dict]) -> dict:
 
 
 def build_summary(run_dir: Path, cfg: Config, task_name: str, metric_names: Iterable[str],
-                  data_dir: str = "") -> dict:
-    """The whole summary of the run in `run_dir`, from its stored state."""
+                  data_dir: str = "", statistics: bool = True) -> dict:
+    """The whole summary of the run in `run_dir`, from its stored state.
+
+    `statistics` adds `comparisons`: bootstrap CIs per method and cdcda's paired
+    differences, Wilcoxon tests and win/tie/loss counts against every other method
+    (seeded; left out of the quick rebuilds between methods).
+    """
     run_dir = Path(run_dir)
     names = list(metric_names)
     users = list((load_stored(run_dir / USERS_FILE) or {}).get("users", []))
@@ -126,8 +131,12 @@ def build_summary(run_dir: Path, cfg: Config, task_name: str, metric_names: Iter
     communication = {}
     for m in [*cfg.experiment.methods, "setup"]:
         comm = summarise(ledger, m, users)
-        if m != "setup":
-            comm["projection_1000_users"] = projection(comm, 1000)
+        if m == "fedavg_lora":  # its adapters travel every round: project rounds too
+            r = cfg.fedavg.rounds
+            comm["projection"] = [projection(comm, n, rr, ("train",), r)
+                                  for n in (1000, 10000) for rr in (r, 10 * r)]
+        elif m != "setup":
+            comm["projection"] = [projection(comm, n) for n in (1000, 10000)]
         communication[m] = comm
     summary = {
         "experiment": cfg.experiment.name, "task": task_name, "data": data_dir,
@@ -138,6 +147,12 @@ def build_summary(run_dir: Path, cfg: Config, task_name: str, metric_names: Iter
     }
     if "cdcda" in methods:
         summary["augmentation"] = _augmentation(run_dir, users, failures)
+    if statistics:
+        from simulation.stats import comparisons
+
+        summary["comparisons"] = comparisons(
+            {m: r["per_user"] for m, r in methods.items()}, names,
+            seed=cfg.experiment.seed)
     summary["status"], summary["problems"], summary["warnings"] = _verdict(summary)
     summary["config"] = _config(cfg)
     return summary

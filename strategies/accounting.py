@@ -157,10 +157,21 @@ def summarise(entries: Iterable[Mapping], method: str, users: Iterable[str] | No
     }
 
 
-def projection(summary: Mapping, users: int, rounds: int = 1) -> dict:
-    """Total bytes for `users` users over `rounds` rounds at the measured per-user mean."""
-    per = summary["per_user_mean"]["up"] + summary["per_user_mean"]["down"]
-    return {"users": users, "rounds": rounds, "bytes": per * users * rounds}
+def projection(summary: Mapping, users: int, rounds: int = 1, round_kinds: tuple = (),
+               measured_rounds: int = 1) -> dict:
+    """Bytes for `users` users over `rounds` rounds, from the measured per-user means.
+
+    Kinds in `round_kinds` (fedavg_lora's `train`) recur every round: their measured
+    per-user bytes cover `measured_rounds` rounds and scale to `rounds`; the rest
+    (discovery, evaluation, seeds, synthetic data) are paid once per user.
+    """
+    n = max(summary["users"], 1)
+    per_round = sum(v["up"] + v["down"] for k, v in summary["by_kind"].items()
+                    if k in round_kinds) / n / max(measured_rounds, 1)
+    once = (summary["bytes_up"] + summary["bytes_down"]) / n - per_round * measured_rounds
+    return {"users": users, "rounds": rounds,
+            "bytes": users * (once + per_round * rounds),
+            "bytes_per_user": once + per_round * rounds}
 
 
 def disclosure(entries: Iterable[Mapping], users: Iterable[str]) -> dict:

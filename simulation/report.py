@@ -1,0 +1,321 @@
+"""report.md and its plots, rebuilt from a run's summary.json alone (nothing is re-run).
+
+Every mean carries its 95% bootstrap interval and every comparison of cdcda with another
+method its paired interval, win/tie/loss count and Wilcoxon p (simulation.stats). The same
+summary always gives the same report.md: the bootstraps are seeded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from matplotlib.figure import Figure  # no pyplot: no display, no global backend state
+from matplotlib.ticker import NullFormatter
+
+from simulation.stats import comparisons
+from tasks import get_task
+from tasks.files import atomic_dir
+
+REPORT_FILE = "report.md"
+PLOT_DIR = "report"
+REFERENCE = "cdcda"
+GAIN_AGAINST = ("local_real", "zero_shot")  # the per-user gain plot's baselines
+HEADLINE = ("local_real", "zero_shot", "cloud")  # DESIGN's headline questions
+DPI = 120
+MAX_BARS = 200  # more users than this: the gain plot draws a sorted curve, not bars
+
+
+def write_report(run_dir: Path | str) -> Path:
+    """Write DIR/report.md and DIR/report/*.png from DIR/summary.json; returns report.md."""
+    run_dir = Path(run_dir)
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        raise ValueError(f"{run_dir} holds no summary.json (rebuild it: cdcda summary {run_dir})")
+    try:
+        summary = json.loads(path.read_text())
+        names = list(get_task(summary["task"]).metric_names)
+    except (ValueError, KeyError) as err:  # bad JSON, no task, an unknown task
+        raise ValueError(f"{path}: not a run summary ({type(err).__name__}: {err})") from err
+    per_user = {m: res.get("per_user", {}) for m, res in summary.get("methods", {}).items()}
+    comp = summary.get("comparisons")
+    if not (isinstance(comp, Mapping) and comp.get("metrics") == names
+            and set(comp.get("mean_ci", {})) == set(per_user)):
+        comp = comparisons(per_user, names, reference=REFERENCE)
+    with atomic_dir(run_dir / PLOT_DIR) as tmp:
+        plots = [_plot_metrics(tmp, comp, names), _plot_gain(tmp, per_user, comp, names),
+                 _plot_bytes(tmp, summary, comp, names[0])]
+    (run_dir / PLOT_DIR).chmod(0o755)  # atomic_dir's temp folder was private
+    lines = [*_header(summary), *_methods(summary, comp, names), *_compare(comp),
+             *_augmentation(summary), "## Plots", ""]
+    lines += [f"![{title}]({PLOT_DIR}/{file})" if file else f"- {title}" for title, file in plots]
+    out = run_dir / REPORT_FILE
+    fd, tmp_file = tempfile.mkstemp(prefix=f".{REPORT_FILE}-", dir=run_dir)
+    with os.fdopen(fd, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    os.replace(tmp_file, out)
+    return out
+
+
+# --- formatting ---------------------------------------------------------------------------
+def _num(v, digits: int = 4) -> str:
+    return "—" if v is None else f"{v:.{digits}f}"
+
+
+def _bytes(v) -> str:
+    if v is None:
+        return "—"
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if v >= size:
+            return f"{v / size:.1f} {unit}"
+    return f"{v:.0f} B"
+
+
+def _ci(c: Mapping, signed: bool = False) -> str:
+    mean = c.get("mean", c.get("mean_diff"))
+    if mean is None:
+        return "—"
+    sign = "+" if signed else ""
+    return f"{mean:{sign}.4f} [{c['low']:{sign}.4f}, {c['high']:{sign}.4f}]"
+
+
+def _p(p: float | None) -> str:
+    if p is None:
+        return "—"
+    return f"{p:.3g}" if p > 0 else "< 1e-300"  # the normal approximation underflows
+
+
+def _verdict(p: Mapping, ref: str) -> str:
+    if not p["n"]:
+        return "no user has results for both"
+    if p["n"] < 2:
+        return "one user: no interval, no claim"
+    if p["contains_zero"]:
+        return "not significant: the interval contains zero"
+    better = (p["mean_diff"] > 0) == p["higher_is_better"]
+    return f"{ref} {'better' if better else 'worse'}: the interval excludes zero"
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    return [f"| {' | '.join(head)} |", f"|{'|'.join('---' for _ in head)}|",
+            *(f"| {' | '.join(r)} |" for r in rows), ""]
+
+
+def _notes(notes: list[tuple[str, str]]) -> list[str]:
+    """(where, note) pairs as one line per distinct note, naming where it applies."""
+    by_note: dict[str, list[str]] = {}
+    for where, note in notes:
+        for part in note.split("; "):
+            by_note.setdefault(part, []).append(where)
+    return [*(f"- {n}: {', '.join(w)}" for n, w in by_note.items()), *([""] if notes else [])]
+
+
+# --- sections -----------------------------------------------------------------------------
+def _header(s: Mapping) -> list[str]:
+    lines = [f"# {s.get('experiment') or 'run'}: {s['task']}, {len(s.get('users', []))} users",
+             "", f"Run status: **{s.get('status', 'unknown')}**. Rebuilt from summary.json "
+             "(`cdcda report DIR`); nothing was re-run.", ""]
+    for title, items in (("Problems", s.get("problems", [])), ("Warnings", s.get("warnings", []))):
+        lines += [f"{title}:", *(f"- {i}" for i in items or ["none"]), ""]
+    return lines
+
+
+def _per_query_gen(per_user: Mapping) -> float | None:
+    vals = [m["gen-seconds"] / m["num-queries"] for m in per_user.values()
+            if m.get("gen-seconds") is not None and m.get("num-queries")]
+    return sum(vals) / len(vals) if vals else None
+
+
+def _methods(s: Mapping, comp: Mapping, names: list[str]) -> list[str]:
+    head = ["method", "status", *(f"{k} mean [95% CI]" for k in names), "users ok/failed",
+            "up/user", "down/user", "adapter", "train s", "peak MB", "gen s/query", "TTFT s"]
+    rows, notes = [], []
+    for m, res in s.get("methods", {}).items():
+        met, comm = res.get("metrics", {}), s.get("communication", {}).get(m, {})
+        per_user_mean = comm.get("per_user_mean", {})
+        cis = comp["mean_ci"].get(m, {})
+        notes += [(f"{m} {k}", cis[k]["note"]) for k in names if cis.get(k, {}).get("note")]
+        rows.append([m, res.get("status", "?"), *(_ci(cis.get(k, {})) for k in names),
+                     f"{len(res.get('per_user', {}))}/{len(res.get('failures', {}))}",
+                     _bytes(per_user_mean.get("up")), _bytes(per_user_mean.get("down")),
+                     _bytes(met.get("adapter-bytes")), _num(met.get("train-seconds"), 2),
+                     _num(met.get("peak-memory-mb"), 0),
+                     _num(_per_query_gen(res.get("per_user", {})), 3),
+                     _num(met.get("ttft-seconds"), 3)])
+    return ["## Methods", "", "Means over users with 95% bootstrap intervals (seed "
+            f"{comp['seed']}, {comp['n_resamples']} resamples); bytes are per user and "
+            "include every message; device costs are per-user means (— = not measured).",
+            "", *_table(head, rows), *_notes(notes)]
+
+
+def _compare(comp: Mapping) -> list[str]:
+    ref = comp["reference"]
+    lines = [f"## {ref} against each method", ""]
+    if not comp["paired"]:
+        return [*lines, comp.get("note") or "nothing to compare", ""]
+    lower = [k for k, up in comp["higher_is_better"].items() if not up]
+    lines += [f"Paired over the users both methods have: difference = {ref} minus the other "
+              "method, with its 95% bootstrap interval"
+              + (f" ({', '.join(lower)}: lower is better, so a negative difference favours "
+                 f"{ref})" if lower else "") + f". W/T/L counts users where {ref} is better / "
+              "equal / worse; Wilcoxon p is the two-sided signed-rank test.", ""]
+    rows, notes, headline = [], [], []
+    for other, per_metric in comp["paired"].items():
+        for k, p in per_metric.items():
+            verdict = _verdict(p, ref)
+            rows.append([other, k, str(p["n"]), _ci(p, signed=True),
+                         f"{p['wins']}/{p['ties']}/{p['losses']}",
+                         _p(p["p"]), verdict])
+            if p["note"]:
+                notes.append((f"{other} {k}", p["note"]))
+            if other in HEADLINE and k == comp["metrics"][0] and p["n"]:
+                headline.append(f"- {ref} vs {other} on {k}: {_ci(p, signed=True)} over "
+                                f"{p['n']} users ({p['wins']} wins, {p['ties']} ties, "
+                                f"{p['losses']} losses): {verdict}.")
+    head = [f"{ref} vs", "metric", "users", "mean difference [95% CI]", "W/T/L",
+            "Wilcoxon p", "verdict"]
+    return [*lines, *headline, *([""] if headline else []), *_table(head, rows),
+            *_notes(notes)]
+
+
+def _augmentation(s: Mapping) -> list[str]:
+    aug = s.get("augmentation")
+    if not aug:
+        return []
+    total = dict(aug.get("total", {}))
+    errors = total.pop("cloud_errors", 0)
+    generated = total.get("generated", 0)
+    rows = [[k.replace("rejected_", "rejected: ").replace("_", " "), str(v),
+             f"{100 * v / generated:.1f}%" if generated else "—"] for k, v in total.items()]
+    causes = aug.get("cloud_errors", {}).get("by_cause", {})
+    return ["## Augmentation (cdcda)", "",
+            f"{aug.get('users_augmented', 0)} users augmented.", "",
+            *_table(["candidates", "number", "share of generated"], rows),
+            f"Cloud errors: {errors} failed requests"
+            + (": " + ", ".join(f"{c} {n}" for c, n in causes.items()) if causes else "") + ".",
+            ""]
+
+
+# --- plots --------------------------------------------------------------------------------
+MARKERS = "osD^vPX*"
+
+
+def _save(fig: Figure, folder: Path, name: str) -> str:
+    fig.savefig(folder / name, dpi=DPI, metadata={"Software": None})
+    return name
+
+
+def _style(methods) -> dict[str, dict]:
+    """One colour and marker per method, the same in every plot (markers tell apart
+    methods whose points coincide)."""
+    return {m: {"color": f"C{i % 10}", "marker": MARKERS[i % len(MARKERS)]}
+            for i, m in enumerate(methods)}
+
+
+def _direction(comp: Mapping, k: str) -> str:
+    return "higher is better" if comp["higher_is_better"][k] else "lower is better"
+
+
+def _point(ax, x: float, c: Mapping, style: Mapping, label: str | None = None) -> None:
+    # open markers: methods whose points coincide stay visible through each other
+    ax.errorbar([x], [c["mean"]], yerr=[[c["mean"] - c["low"]], [c["high"] - c["mean"]]],
+                capsize=5, ms=8, mfc="none", mew=1.8, ls="none", label=label, **style)
+
+
+def _plot_metrics(folder: Path, comp: Mapping, names: list[str]) -> tuple[str, str]:
+    methods = list(comp["mean_ci"])
+    style = _style(methods)
+    fig = Figure(figsize=(1.2 + 0.8 * len(methods) * len(names), 4.2), layout="constrained")
+    for ax, k in zip(fig.subplots(1, len(names), squeeze=False)[0], names):
+        for x, m in enumerate(methods):
+            if comp["mean_ci"][m][k]["mean"] is not None:
+                _point(ax, x, comp["mean_ci"][m][k], style[m])
+        ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right")
+        ax.set_xlim(-0.6, len(methods) - 0.4)
+        ax.set_title(f"{k} ({_direction(comp, k)})")
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("Task metrics by method: mean over users, 95% bootstrap CI")
+    return "task metrics by method", _save(fig, folder, "metrics.png")
+
+
+def _gain_panel(ax, gains: list[tuple[float, str]], p: Mapping, sign: float, title: str,
+                ylabel: str) -> None:
+    """One comparison's per-user gains, sorted, with a zero line; ties drawn as dots."""
+    y = [g for g, _ in gains]
+    x = range(len(y))
+    if len(y) <= MAX_BARS:
+        ax.bar(x, y, color=["C2" if g > 0 else "C3" if g < 0 else "0.6" for g in y])
+        ax.plot([i for i in x if y[i] == 0], [0] * y.count(0), "o", color="0.5", ms=3)
+    else:
+        ax.fill_between(x, y, color="C0", alpha=0.5, step="mid")
+    if 0 < len(y) <= 30:
+        ax.set_xticks(x, [u for _, u in gains], rotation=90, fontsize=7)
+    else:
+        ax.set_xticks([])
+        ax.set_xlabel(f"{len(y)} users, sorted by gain")
+    ax.axhline(0, color="k", lw=0.8)
+    mean = "—"
+    if p["mean_diff"] is not None:
+        lo, hi = sorted((sign * p["low"], sign * p["high"]))
+        mean = f"{sign * p['mean_diff']:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+    ax.set_title(f"{title}: mean gain {mean}", fontsize=9)
+    ax.text(0.01, 0.97, f"W/T/L {p['wins']}/{p['ties']}/{p['losses']}", fontsize=8,
+            transform=ax.transAxes, va="top")
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def _plot_gain(folder: Path, per_user: Mapping, comp: Mapping, names: list[str]
+               ) -> tuple[str, str]:
+    ref = comp["reference"]
+    others = [o for o in GAIN_AGAINST if o in comp["paired"]]
+    if not others:
+        return (f"per-user gain: not drawn ({ref} and one of {', '.join(GAIN_AGAINST)} are "
+                "needed)", "")
+    fig = Figure(figsize=(5.5 * len(names), 3.2 * len(others)), layout="constrained")
+    axes = fig.subplots(len(others), len(names), squeeze=False)
+    for row, other in zip(axes, others):
+        for ax, k in zip(row, names):
+            sign = 1.0 if comp["higher_is_better"][k] else -1.0
+            a, b = per_user.get(ref, {}), per_user.get(other, {})
+            gains = sorted((sign * (a[u][k] - b[u][k]), u) for u in a.keys() & b.keys()
+                           if k in a[u] and k in b[u])
+            _gain_panel(ax, gains, comp["paired"][other][k], sign, f"{ref} over {other}, {k}",
+                        f"gain in {k}\n(> 0: {ref} better)")
+    return f"per-user gain of {ref}", _save(fig, folder, "gain.png")
+
+
+def _plot_bytes(folder: Path, s: Mapping, comp: Mapping, k: str) -> tuple[str, str]:
+    methods = [m for m, c in comp["mean_ci"].items() if c[k]["mean"] is not None]
+    style = _style(comp["mean_ci"])
+    comm = s.get("communication", {})
+    sent = {m: sum(comm.get(m, {}).get("per_user_mean", {}).get(d, 0) for d in ("up", "down"))
+            for m in methods}
+    positive = [v for v in sent.values() if v > 0]
+    floor = min(positive) / 10 if positive else 1.0  # log(0) is undefined: zero sits here
+    xs = {m: v if v > 0 else floor for m, v in sent.items()}
+    fig = Figure(figsize=(7.5, 4.6), layout="constrained")
+    ax = fig.subplots()
+    for m in methods:
+        _point(ax, xs[m], comp["mean_ci"][m][k], style[m],
+               f"{m} ({_bytes(sent[m])})" if sent[m] > 0 else f"{m} (0 B, drawn at floor)")
+    if len(positive) < len(methods):
+        ax.axvline(floor, color="0.5", ls=":", lw=1)
+        ax.text(floor, 0.99, " 0 bytes", transform=ax.get_xaxis_transform(), fontsize=7,
+                va="top", color="0.4")
+    ax.set_xscale("log")
+    if xs:  # at least three decades, so that the axis has labelled powers of ten
+        lo, hi = min(xs.values()) / 3, max(xs.values()) * 3
+        widen = max(1.0, (1e3 * lo / hi) ** 0.5)
+        ax.set_xlim(lo / widen, hi * widen)
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on short ranges
+    ax.set_xlabel("bytes per user, up + down (log scale)")
+    ax.set_ylabel(f"{k} ({_direction(comp, k)})")
+    ax.set_title(f"{k} (mean, 95% CI) against communication per user")
+    ax.grid(alpha=0.3)
+    if methods:
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    return f"{k} against bytes per user", _save(fig, folder, "bytes.png")
