@@ -14,6 +14,7 @@ from server.filters import REASONS, FilterResult, filter_candidates, normalise_o
 from server.prompts import augmentation_prompt, parse_candidate, relabel_prompt
 from server.settings import AugmentSettings, CloudFaults
 from tasks.catalog import Task
+from tasks.metrics import rouge
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,8 @@ def augment(
         uid: filter_candidates(task, candidates[uid], seeds[uid], settings.near_duplicate)
         for uid in users if uid not in errors
     }
-    if settings.consistency and task.answer_field is not None and task.kind != "generation":
-        _consistency(llm, task, seeds, results, seed, errors)
+    if settings.consistency and task.answer_field is not None:
+        _consistency(llm, task, seeds, results, seed, errors, settings.consistency_rouge)
     out: dict[str, list[dict]] = {}
     for uid, res in results.items():
         if uid not in errors:
@@ -90,8 +91,12 @@ def augment(
 
 def _consistency(llm: CloudLLM, task: Task, seeds: Mapping[str, Sequence[dict]],
                  results: dict[str, FilterResult], seed: int,
-                 errors: dict[str, Counter]) -> None:
-    """Re-label each kept candidate greedily from the seeds; drop those that disagree."""
+                 errors: dict[str, Counter], min_rouge: float = 0.3) -> None:
+    """Re-answer each kept candidate greedily from the seeds; drop those that disagree.
+
+    Labels and ratings must match exactly; a generated output (a headline, a title) must
+    reach `min_rouge` ROUGE-L against the cloud's own answer in the user's style.
+    """
     y = task.answer_field
     jobs = [(uid, i) for uid, r in results.items() if seeds[uid] for i in range(len(r.kept))]
     prompts = [relabel_prompt(task, seeds[uid], results[uid].kept[i]) for uid, i in jobs]
@@ -101,8 +106,13 @@ def _consistency(llm: CloudLLM, task: Task, seeds: Mapping[str, Sequence[dict]],
         if isinstance(ans, CloudError):
             errors.setdefault(uid, Counter())[ans.cause] += 1
             continue
-        label = normalise_output(task, {y: ans.strip().splitlines()[0] if ans.strip() else ""})[y]
-        if label != results[uid].kept[i][y]:
+        first = ans.strip().splitlines()[0] if ans.strip() else ""
+        kept = results[uid].kept[i][y]
+        if task.kind == "generation":
+            agree = rouge([task.parse(first)], [kept])["rouge-L"] >= min_rouge
+        else:
+            agree = normalise_output(task, {y: first})[y] == kept
+        if not agree:
             drop.setdefault(uid, set()).add(i)
     for uid, idx in drop.items():
         r = results[uid]

@@ -56,8 +56,13 @@ class AugmentSettings:
     n: int = field(default=16, metadata={"help": "candidates the cloud writes per user"})
     near_duplicate: float = field(
         default=0.8, metadata={"help": "word Jaccard at or above which inputs are near copies"})
-    consistency: bool = field(
-        default=False, metadata={"help": "cloud re-labels each candidate; keep if it agrees"})
+    consistency: bool = field(default=False, metadata={
+        "help": "the cloud re-answers each kept candidate's input from the user's seeds "
+                "(greedy) and the candidate is kept only if the answers agree: the same "
+                "label or rating, or for generation tasks ROUGE-L >= consistency_rouge"})
+    consistency_rouge: float = field(default=0.3, metadata={
+        "help": "generation tasks: least ROUGE-L between the candidate's output and the "
+                "cloud's re-answer for the candidate to be kept"})
     max_kept: int = field(default=0, metadata={"help": "synthetic examples per user; 0 = all"})
     fallback: Literal["none", "real_only"] = field(default="none", metadata={
         "help": "a user whose augmentation failed (cloud errors) after every retry: 'none' "
@@ -68,6 +73,7 @@ class AugmentSettings:
         check(self.n >= 0, "n", f"must be >= 0, got {self.n}")
         check(0 < self.near_duplicate <= 1, "near_duplicate", "must be in (0, 1]")
         check(self.max_kept >= 0, "max_kept", "must be >= 0")
+        check(0 <= self.consistency_rouge <= 1, "consistency_rouge", "must be in [0, 1]")
 
 
 @dataclass

@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = RichHandler(console=console, show_path=False)
     handler.addFilter(ConsoleFilter(args.verbose))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(message)s", handlers=[handler])
+                        format="%(message)s", handlers=[handler], force=True)
     level = logging.DEBUG if args.verbose else logging.INFO
     for name in OUR_PACKAGES:
         logging.getLogger(name).setLevel(level)

@@ -145,3 +145,30 @@ def test_lamp1_papers_are_kept_though_their_second_field_is_no_label():
                          "keeps memory low without hurting accuracy in many settings at all."}
     res = filter_candidates(task, [paper], [], near_duplicate=0.8)
     assert res.kept == [paper], res.counts()
+
+
+def test_generation_consistency_keeps_candidates_whose_output_the_cloud_agrees_with():
+    task = get_task("LaMP-4")
+    seeds = {"u0": [{"text": "The council approved night buses on Monday.",
+                     "title": "Will the council approve night buses?"}]}
+
+    class Cloud:
+        name = "scripted"
+
+        def complete(self, prompts, seed, greedy=False, max_new_tokens=None):
+            if not greedy:
+                return [" A storm closes the harbour for two days.\ntitle: Will the storm "
+                        "close the harbour?",
+                        " Prices of bread rise again in the north.\n"
+                        "title: Northern bakers cut loaves"]
+            # re-answers in the user's question style: agrees with the first only
+            return [" Will the storm close the harbour?" if "storm" in p else
+                    " Will bread prices rise again?" for p in prompts]
+
+    out, report = augment(Cloud(), task, seeds,
+                          AugmentSettings(n=2, consistency=True, consistency_rouge=0.5), seed=0)
+    assert [c["title"] for c in out["u0"]] == ["Will the storm close the harbour?"]
+    assert report.per_user["u0"]["rejected_inconsistent"] == 1
+    loose, _ = augment(Cloud(), task, seeds,
+                       AugmentSettings(n=2, consistency=True, consistency_rouge=0.0), seed=0)
+    assert len(loose["u0"]) == 2  # at threshold 0 every candidate agrees
