@@ -12,6 +12,7 @@ from simulation import signals
 from simulation.config import Config, config_changes, dump_config, load_config
 from simulation.logs import run_log
 from simulation.signals import STOP, stop_on_signals
+from tasks.files import check_folder
 
 log = logging.getLogger(__name__)
 
@@ -34,18 +35,6 @@ def _environment(run_dir: Path, cfg: Config) -> dict[str, str]:
     }
     env.update({k: os.environ[k] for k in _PASS_ENV if k in os.environ})
     return env
-
-
-def _check_out(run_dir: Path) -> None:
-    """`--out` must be (or become) a folder: name the path that is in the way."""
-    for p in (run_dir, *run_dir.parents):
-        if p.exists():
-            if not p.is_dir():
-                what = "is a file" if p == run_dir else f"is under {p}, which is a file"
-                raise ValueError(f"--out {run_dir} {what}; give a folder")
-            if not os.access(p, os.W_OK):
-                raise ValueError(f"--out {run_dir}: {p} is not writable")
-            return
 
 
 def _resolve_models(cfg: Config) -> None:
@@ -75,7 +64,7 @@ def run(cfg: Config, run_dir: Path, console=None, verbose: bool = False) -> dict
     from simulation.server_app import app as server_app
 
     run_dir = run_dir.resolve()
-    _check_out(run_dir)
+    check_folder(run_dir)
     previous = run_dir / "config.toml"
     if previous.exists():  # resuming: stored results must come from the same experiment
         changes = config_changes(load_config(previous), cfg)

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tasks.catalog import TASKS
-from tasks.files import write_json
+from tasks.files import check_folder, write_json
 
 log = logging.getLogger(__name__)
 
@@ -384,16 +384,6 @@ GENERATORS: dict[str, tuple[str, Callable[[random.Random], User], tuple[str, ...
 }
 
 
-def _check_out(out: Path) -> None:
-    """The output folder, or its first existing parent, must be a folder (not a file)."""
-    for p in (out, *out.parents):
-        if p.exists():
-            if not p.is_dir():
-                what = "is a file" if p == out else f"has a file as a parent ({p})"
-                raise ValueError(f"--out {out} {what}: expected a folder")
-            return
-
-
 def make_benchmark(
     task: str,
     users: int,
@@ -414,7 +404,7 @@ def make_benchmark(
     if not 0.0 <= noise < 1.0:
         raise ValueError(f"--noise must be in [0, 1), got {noise}")
     out = Path(out)
-    _check_out(out)  # before generating: 100k users take seconds
+    check_folder(out)  # before generating: 100k users take seconds
     lamp_name, make_user, flip_labels = GENERATORS[task]
     if noise and not flip_labels:
         log.warning("--noise %s has no effect on %s: its golds are free text", noise, task)

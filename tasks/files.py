@@ -48,6 +48,18 @@ def atomic_dir(path: Path | str) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def check_folder(path: Path, option: str = "--out") -> None:
+    """`path` must be, or be able to become, a writable folder: name what is in the way."""
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                what = "is a file" if p == path else f"has a file as a parent ({p})"
+                raise ValueError(f"{option} {path} {what}: expected a folder")
+            if not os.access(p, os.W_OK):
+                raise ValueError(f"{option} {path}: {p} is not writable")
+            return
+
+
 def load_stored(path: Path | str) -> dict | None:
     """A stored JSON object, or None if absent. A corrupt file is named in the log and
     moved aside (`<name>.corrupt`), so the caller recomputes it instead of crashing."""
