@@ -371,3 +371,16 @@ def test_a_cloud_outage_hits_whole_users_and_ends_after_its_attempts():
     assert 10 < fails < 50 and all(r == "X" for r in out if not isinstance(r, CloudError))
     later = FaultyCloud(Echo(), faults, 0, owners, attempt=1).complete(["x"] * 400, 0)
     assert CloudError("injected_outage") not in later  # the outage lasted one attempt
+
+
+def test_bytes_are_the_wire_size_a_payload_adds_exactly_its_own_length():
+    def seeds(n):
+        return RecordDict({"meta": ConfigRecord({"user-id": "u1", "items": "x" * n})})
+
+    # 1,000 -> 2,000 characters: every protobuf length prefix on the way stays 2 bytes
+    # (128 .. 16,383), so the message grows by exactly the 1,000 payload bytes
+    assert message_bytes(seeds(2000)) - message_bytes(seeds(1000)) == 1000
+    # the same for an adapter: 1,000 -> 2,000 float32 values is 4,000 bytes more
+    a = ArrayRecord(numpy_ndarrays=[np.zeros(1000, dtype=np.float32)])
+    b = ArrayRecord(numpy_ndarrays=[np.zeros(2000, dtype=np.float32)])
+    assert message_bytes(RecordDict({"w": b})) - message_bytes(RecordDict({"w": a})) == 4000
