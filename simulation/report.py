@@ -261,7 +261,7 @@ def _gain_panel(ax, gains: list[tuple[float, str]], p: Mapping, sign: float, tit
     if p["mean_diff"] is not None:
         lo, hi = sorted((sign * p["low"], sign * p["high"]))
         mean = f"{sign * p['mean_diff']:+.4f} [{lo:+.4f}, {hi:+.4f}]"
-    ax.set_title(f"{title}: mean gain {mean}", fontsize=9)
+    ax.set_title(f"{title}\nmean gain {mean}", fontsize=9)  # two lines: never clipped
     ax.text(0.01, 0.97, f"W/T/L {p['wins']}/{p['ties']}/{p['losses']}", fontsize=8,
             transform=ax.transAxes, va="top")
     ax.set_ylabel(ylabel)
@@ -275,7 +275,7 @@ def _plot_gain(folder: Path, per_user: Mapping, comp: Mapping, names: list[str]
     if not others:
         return (f"per-user gain: not drawn ({ref} and one of {', '.join(GAIN_AGAINST)} are "
                 "needed)", "")
-    fig = Figure(figsize=(5.5 * len(names), 3.2 * len(others)), layout="constrained")
+    fig = Figure(figsize=(5.5 * len(names), 3.4 * len(others)), layout="constrained")
     axes = fig.subplots(len(others), len(names), squeeze=False)
     for row, other in zip(axes, others):
         for ax, k in zip(row, names):
