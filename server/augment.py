@@ -100,7 +100,9 @@ def _consistency(llm: CloudLLM, task: Task, seeds: Mapping[str, Sequence[dict]],
     y = task.answer_field
     jobs = [(uid, i) for uid, r in results.items() if seeds[uid] for i in range(len(r.kept))]
     prompts = [relabel_prompt(task, seeds[uid], results[uid].kept[i]) for uid, i in jobs]
-    answers = llm.complete(prompts, seed, greedy=True) if prompts else []
+    # an answer is one short line (a label, a headline): the task's own length is enough
+    answers = llm.complete(prompts, seed, greedy=True, max_new_tokens=task.max_new_tokens) \
+        if prompts else []
     drop: dict[str, set[int]] = {}
     for (uid, i), ans in zip(jobs, answers):
         if isinstance(ans, CloudError):

@@ -55,7 +55,7 @@ class ScriptedLLM:
         self.relabel = relabel
         self.calls = []
 
-    def complete(self, prompts, seed, greedy=False):
+    def complete(self, prompts, seed, greedy=False, max_new_tokens=None):
         self.calls.append((list(prompts), greedy))
         if greedy:
             return [f" {self.relabel}" for _ in prompts]
