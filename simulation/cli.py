@@ -103,8 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = RichHandler(console=console, show_path=False)
     handler.addFilter(ConsoleFilter(args.verbose))
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(message)s", handlers=[handler], force=True)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, RichHandler)]:
+        root.removeHandler(old)  # a previous main() in this process (tests): replace ours
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     level = logging.DEBUG if args.verbose else logging.INFO
     for name in OUR_PACKAGES:
         logging.getLogger(name).setLevel(level)

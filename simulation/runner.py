@@ -110,9 +110,10 @@ def _simulate(cfg: Config, run_dir: Path, console, verbose: bool, ray, run_simul
             watcher = threading.Thread(target=_watch, args=(run_dir, cfg, console, stop),
                                        daemon=True)
             watcher.start()
-        run_simulation(server_app=server_app, client_app=client_app,
-                       num_supernodes=cfg.experiment.users,
-                       backend_config={"client_resources": resources})
+        with signals.engine_running():
+            run_simulation(server_app=server_app, client_app=client_app,
+                           num_supernodes=cfg.experiment.users,
+                           backend_config={"client_resources": resources})
     finally:
         STOP.set()  # whatever ended the engine, the ServerApp thread must end too
         stop.set()

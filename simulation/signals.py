@@ -1,10 +1,14 @@
 """Ctrl-C and SIGTERM stop a run within seconds, keeping everything finished so far.
 
 Flower runs the ServerApp in a thread and the simulation engine in the main thread; a
-plain KeyboardInterrupt stops neither cleanly (the ServerApp thread runs on to the end).
-The handler sets STOP, which the strategy, the cloud model and the engine's loops check,
-and raises `Interrupted` in the main thread, which unwinds the engine: Flower's backend
-terminates its actors and Ray shuts down. A second signal exits at once.
+plain KeyboardInterrupt stops neither cleanly (the ServerApp thread runs on to the end),
+and unwinding the engine from the main thread while its worker threads still wait on
+Ray can crash Ray's shutdown (seen: SIGSEGV). So the handler sets STOP, which the
+strategy and the cloud model check, and kills this run's local Ray workers so that the
+engine's waits end at once: the ServerApp stops, Flower's own stop path joins its threads
+and shuts Ray down, and the runner then raises `Interrupted`. Outside the simulation the
+handler raises `Interrupted` itself. A watchdog ends the process if stopping takes longer
+than `GRACE` seconds; a second signal exits at once.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from collections.abc import Iterator
 
 # The one process-wide stop flag: set by a signal, read by every long loop of the run.
 STOP = threading.Event()
+GRACE = 20.0
+_received: list[int] = []  # the signal that set STOP
+_in_engine = threading.Event()  # Flower's engine is running in the main thread
 
 
 class Interrupted(BaseException):
@@ -48,11 +55,36 @@ def _make_handler():
                 os._exit(128 + signum)
             return
         first.append(time.monotonic())
+        _received[:] = [signum]
         STOP.set()
         _stop_local_workers()
-        raise Interrupted(signum)
+        threading.Thread(target=_watchdog, args=(128 + signum,), daemon=True).start()
+        if not _in_engine.is_set():
+            raise Interrupted(signum)
 
     return handler
+
+
+def _watchdog(code: int) -> None:
+    time.sleep(GRACE)
+    import sys
+
+    print(f"cdcda: still stopping after {GRACE:.0f} s; exiting now (finished users are "
+          "kept; rerun the same command to resume)", file=sys.stderr, flush=True)
+    os._exit(code)
+
+
+@contextlib.contextmanager
+def engine_running() -> Iterator[None]:
+    """Mark Flower's engine as running (a signal lets it stop itself), then raise
+    `Interrupted` once it has, if a signal asked for it."""
+    _in_engine.set()
+    try:
+        yield
+    finally:  # whatever the engine raised on the way out was the stop's doing
+        _in_engine.clear()
+        if STOP.is_set() and _received:
+            raise Interrupted(_received[0])  # noqa: B012
 
 
 @contextlib.contextmanager
@@ -62,6 +94,7 @@ def stop_on_signals() -> Iterator[None]:
         yield
         return
     STOP.clear()
+    _received.clear()
     _handler[:] = [_make_handler()]
     previous = {s: signal.signal(s, _handler[0]) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
