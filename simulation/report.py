@@ -116,8 +116,8 @@ def _notes(notes: list[tuple[str, str]]) -> list[str]:
 # --- sections -----------------------------------------------------------------------------
 def _header(s: Mapping) -> list[str]:
     lines = [f"# {s.get('experiment') or 'run'}: {s['task']}, {len(s.get('users', []))} users",
-             "", f"Run status: **{s.get('status', 'unknown')}**. Rebuilt from summary.json "
-             "(`cdcda report DIR`); nothing was re-run.", ""]
+             "", f"Run status: **{s.get('status', 'unknown')}**. Built from summary.json alone: "
+             "`cdcda report DIR` rebuilds it without running anything.", ""]
     for title, items in (("Problems", s.get("problems", [])), ("Warnings", s.get("warnings", []))):
         lines += [f"{title}:", *(f"- {i}" for i in items or ["none"]), ""]
     return lines
