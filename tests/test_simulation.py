@@ -45,6 +45,13 @@ def test_four_users_through_flower_on_ray_then_resume(tmp_path, capsys):
     assert (out / "config.toml").exists()
 
     assert summary["status"] == "ok" and summary["problems"] == []
+    # the run wrote its report; `cdcda report DIR` rebuilds the very same one
+    report = (out / "report.md").read_text()
+    assert "| cdcda |" in report and (out / "report" / "bytes.png").stat().st_size > 10_000
+    assert main(["report", str(out)]) == 0
+    assert (out / "report.md").read_text() == report
+    assert set(summary["comparisons"]["paired"]) == {
+        "zero_shot", "profile_prompt", "local_real", "shared_lora", "fedavg_lora", "cloud"}
     ledger = (out / "ledger.jsonl").read_text().splitlines()
 
     # resume: every user is done, so nothing is trained or sent again and the summary,
