@@ -51,6 +51,17 @@ def _resolve_models(cfg: Config) -> None:
             raise ValueError(f"{option} = '{name}': {err}") from None
 
 
+def _quiet_model_loading(verbose: bool):
+    """Hide transformers' per-load progress bars during the run (the cached base models
+    load in seconds, between the method lines); returns the function that restores them."""
+    from transformers.utils import logging as hf_logging
+
+    if verbose or not hf_logging.is_progress_bar_enabled():
+        return lambda: None
+    hf_logging.disable_progress_bar()
+    return hf_logging.enable_progress_bar
+
+
 def run(cfg: Config, run_dir: Path, console=None, verbose: bool = False) -> dict:
     """Run the experiment in `run_dir` (resuming what is there) and return its summary.
 
@@ -79,10 +90,12 @@ def run(cfg: Config, run_dir: Path, console=None, verbose: bool = False) -> dict
         prepare_data(cfg, run_dir)
         _resolve_models(cfg)
         dump_config(cfg, previous)
+        quiet = _quiet_model_loading(verbose)  # conversions above showed their bars
         try:
             _simulate(cfg, run_dir, console, verbose, ray, run_simulation, server_app,
                       client_app)
         finally:
+            quiet()
             summary = write_summary(cfg, run_dir)  # from what is stored, whatever happened
     return summary
 
@@ -100,6 +113,7 @@ def _simulate(cfg: Config, run_dir: Path, console, verbose: bool, ray, run_simul
         if not ray.is_initialized():
             # devices' output goes to run.log (see clients/worker_log.py), not the terminal
             init = {"address": address, "include_dashboard": False, "log_to_driver": verbose,
+                    "logging_level": logging.DEBUG if verbose else logging.WARNING,
                     "runtime_env": {"env_vars": {**env, "PYTHONPATH": os.pathsep.join(sys.path)}}}
             if address is None and cfg.runtime.num_cpus:
                 init["num_cpus"] = cfg.runtime.num_cpus
