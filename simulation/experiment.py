@@ -108,8 +108,14 @@ class _Timings:
         self.start = time.perf_counter()
         self.before = self.data.get("seconds", 0.0)
 
+    def begin(self, method: str) -> None:
+        """Say which method runs now (the progress bars time each method from here)."""
+        self.data["running"] = method
+        self.save()
+
     def add(self, method: str, seconds: float) -> None:
         self.data["methods"][method] = self.data["methods"].get(method, 0.0) + seconds
+        self.data.pop("running", None)
         self.save()
 
     def save(self) -> None:
@@ -221,6 +227,7 @@ def run_experiment(grid: Grid, cfg: Config, run_dir: Path,
                    {"users": sorted(known | set(strategy.node_user.values()))})
         for step, method in enumerate(cfg.experiment.methods):
             log.info("method %s: %d users", method, len(strategy.node_user))
+            timings.begin(method)
             result = strategy.run_method(grid, method)
             timings.add(method, result.seconds)
             summary = write_summary(cfg, run_dir, statistics=False)

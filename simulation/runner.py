@@ -147,18 +147,37 @@ def _join_server_thread(grace: float = 30.0) -> None:
 
 
 def _watch(run_dir: Path, cfg: Config, console, stop: threading.Event) -> None:
-    """A progress bar per method, fed by the per-user result files as they land."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    """A progress bar per method, fed by the per-user result files as they land; the
+    clock shows a method's own time (timings.json says which one runs, and how long
+    finished ones took)."""
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from tasks.files import load_stored
+
+    def clock(seconds: float) -> str:
+        return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
 
     users = cfg.experiment.sample or cfg.experiment.users
     with Progress("[bold]{task.description}", BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=False) as bar:
-        tasks = {m: bar.add_task(m, total=users) for m in cfg.experiment.methods}
+                  TextColumn("{task.fields[clock]}"), console=console,
+                  transient=False) as bar:
+        tasks = {m: bar.add_task(m, total=users, clock="") for m in cfg.experiment.methods}
+        since: dict[str, float] = {}
 
         def refresh() -> None:
+            timings = load_stored(run_dir / "timings.json") or {}
+            done, now = timings.get("methods", {}), timings.get("running")
             for m, t in tasks.items():
                 folder = run_dir / "results" / m
-                bar.update(t, completed=len(list(folder.glob("*.json"))) if folder.exists() else 0)
+                count = len(list(folder.glob("*.json"))) if folder.exists() else 0
+                if m == now:
+                    since.setdefault(m, time.perf_counter())
+                    shown = clock(time.perf_counter() - since[m])
+                else:
+                    shown = clock(done[m]) if m in done else ""
+                bar.update(t, completed=count, clock=shown)
 
         while not stop.wait(1.0):
             refresh()
