@@ -28,14 +28,8 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
-from strategies.cdcda import (
-    AugmentationStrategy,
-    MethodResult,
-    RunStopped,
-    _metrics,
-    _parse_seeds,
-    _Seeds,
-)
+from strategies.cdcda import AugmentationStrategy, MethodResult
+from strategies.exchange import Items, RunStopped, parse_items, reply_metrics
 from tasks.files import load_stored, write_json
 from tasks.structured import check
 
@@ -95,7 +89,7 @@ def _evaluate_with(s: AugmentationStrategy, grid: Grid, method: str, nodes: list
     """Send the shared adapter down to each device, which evaluates it on its queries."""
     msgs = [s._message(n, "evaluate", method, attempt, records={"arrays": adapter})
             for n in nodes]
-    return s._exchange(grid, msgs, method, attempt, lambda node, reply: _metrics(reply),
+    return s._exchange(grid, msgs, method, attempt, lambda node, reply: reply_metrics(reply),
                        lambda node, m: s._store(method, s.node_user[node], m, result))
 
 
@@ -108,7 +102,7 @@ def run_shared_lora(s: AugmentationStrategy, grid: Grid, method: str, nodes: lis
         pooled: dict[str, list[dict]] = {}
         everyone = list(s.node_user)  # the pool is every user's data, done or not
         msgs = [s._message(n, "query.data", method, attempt) for n in everyone]
-        failed.update(s._exchange(grid, msgs, method, attempt, _parse_seeds,
+        failed.update(s._exchange(grid, msgs, method, attempt, parse_items,
                                   lambda node, got: pooled.__setitem__(s.node_user[node],
                                                                        got.items)))
         if not pooled:
@@ -147,7 +141,7 @@ def run_fedavg_lora(s: AugmentationStrategy, grid: Grid, method: str, nodes: lis
         def parse(node: int, reply: Message) -> Message:
             if "arrays" not in reply.content:
                 raise ValueError("a fedavg_lora train reply must carry the adapter 'arrays'")
-            if _metrics(reply).get("num-examples", 0) <= 0:
+            if reply_metrics(reply).get("num-examples", 0) <= 0:
                 raise ValueError("no num-examples to weight the average with")
             return reply
 
@@ -178,14 +172,14 @@ def run_cloud(s: AugmentationStrategy, grid: Grid, method: str, nodes: list[int]
               attempt: int, result: MethodResult) -> dict[str, str]:
     prompts: dict[str, list[str]] = {}
 
-    def commit(node: int, got: _Seeds) -> None:
+    def commit(node: int, got: Items) -> None:
         prompts[s.node_user[node]] = got.items
 
-    def parse(node: int, reply: Message) -> _Seeds:
+    def parse(node: int, reply: Message) -> Items:
         items = json.loads(str(reply.content["meta"]["items"]))
         if not isinstance(items, list) or not all(isinstance(p, str) for p in items):
             raise ValueError("prompts are not a list of strings")
-        return _Seeds(items, {"prompt": sum(len(p.encode()) for p in items)})
+        return Items(items, {"prompt": sum(len(p.encode()) for p in items)})
 
     msgs = [s._message(n, "query.prompts", method, attempt) for n in nodes]
     failed = s._exchange(grid, msgs, method, attempt, parse, commit)
@@ -215,7 +209,7 @@ def run_cloud(s: AugmentationStrategy, grid: Grid, method: str, nodes: list[int]
             "answers": ConfigRecord({"items": json.dumps(by_user[u])})}))
     if send:
         failed.update(s._exchange(grid, send, method, attempt,
-                                  lambda node, reply: _metrics(reply),
+                                  lambda node, reply: reply_metrics(reply),
                                   lambda node, m: s._store(method, s.node_user[node], m,
                                                            result)))
     return failed

@@ -9,23 +9,20 @@ failure in the failure log, every result stored as it lands. Failed users are re
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import os
 import random
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import Message
 from flwr.serverapp import Grid
 
-from strategies.accounting import Exchange, Ledger, message_bytes, record_bytes
+from strategies.accounting import Ledger
+from strategies.exchange import DeviceExchange, Items, RunStopped, parse_items, reply_metrics
 from strategies.failures import FailureLog
-from tasks.files import INFLIGHT_DIR, load_stored, write_json
+from tasks.files import load_stored, write_json
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +35,6 @@ METHODS = BASE_METHODS + TRAIN_METHODS + SHARED_METHODS
 #                              cloud errors by user: {cause: failed requests})
 Augmenter = Callable[[Mapping[str, list[dict]], int],
                      tuple[dict[str, list[dict]], dict[str, dict], dict[str, dict[str, int]]]]
-Progress = Callable[[str, int, int], None]
-
-
-class RunStopped(RuntimeError):
-    """The run was asked to stop (SIGINT/SIGTERM); everything finished so far is stored."""
 
 
 @dataclass
@@ -61,177 +53,18 @@ class MethodResult:
     seconds: float = 0.0
 
 
-class BadReply(ValueError):
-    """A reply whose content is not what the protocol says (counted as `bad_reply`)."""
-
-
-@dataclass
-class _Sent:
-    node: int
-    user: str
-    kind: str
-    down: int
-    records_down: dict[str, int]
-
-
-def _metrics(reply: Message) -> dict[str, float]:
-    """The reply's metrics, all finite numbers, or BadReply."""
-    try:
-        record = reply.content["metrics"]
-    except KeyError:
-        raise BadReply("no metrics record") from None
-    if not isinstance(record, MetricRecord):
-        raise BadReply("'metrics' is not a MetricRecord")
-    out = {}
-    for k, v in record.items():
-        if isinstance(v, list) or not math.isfinite(float(v)):
-            raise BadReply(f"metric '{k}' is not a finite number ({v!r})")
-        out[k] = float(v)
-    return out
-
-
-class AugmentationStrategy:
+class AugmentationStrategy(DeviceExchange):
     """Runs each method over the sampled users and keeps only metrics."""
 
     def __init__(self, request: Mapping[str, str | int], run_dir: Path, augmenter: Augmenter,
                  ledger: Ledger, failures: FailureLog | None = None,
-                 settings: StrategySettings | None = None, progress: Progress | None = None,
+                 settings: StrategySettings | None = None,
                  should_stop: Callable[[], bool] | None = None, services=None):
-        self.request = dict(request)  # the ConfigRecord every message carries
-        self.run_dir = Path(run_dir)
-        self.augmenter = augmenter
-        self.ledger = ledger
-        self.failures = failures or FailureLog()
         self.settings = settings or StrategySettings()
-        self.progress = progress or (lambda m, d, t: None)
-        self.should_stop = should_stop or (lambda: False)
-        self.node_user: dict[int, str] = {}
+        super().__init__(request, run_dir, ledger, failures, self.settings.timeout,
+                         should_stop)
+        self.augmenter = augmenter
         self.services = services  # strategies.baselines.Services, for the shared methods
-
-    # --- plumbing ------------------------------------------------------------------------
-    def _message(self, node: int, kind: str, method: str, attempt: int = 0,
-                 synthetic: list[dict] | None = None, records: Mapping | None = None,
-                 **config) -> Message:
-        config = {**self.request, "method": method, "attempt": attempt, **config}
-        content = RecordDict({"config": ConfigRecord(config)})
-        if synthetic is not None:
-            content["synthetic"] = ConfigRecord({"items": json.dumps(synthetic)})
-        for name, record in (records or {}).items():
-            content[name] = record
-        return Message(content=content, dst_node_id=node, message_type=kind)
-
-    def _fail(self, method: str, user: str, kind: str, detail: str, attempt: int,
-              failed: dict[str, str], **extra) -> None:
-        failed[user] = f"{kind}: {detail}"
-        self.failures.record(method, user, kind, detail, attempt, **extra)
-        # per-user detail: run.log and failures.jsonl; the terminal gets the counts
-        log.info("%s: user %s failed (%s): %s", method, user, kind, detail)
-
-    def _exchange(self, grid: Grid, messages: list[Message], method: str, attempt: int,
-                  parse: Callable[[int, Message], object],
-                  commit: Callable[[int, object], None],
-                  arrays_allowed: bool = False) -> dict[str, str]:
-        """Push messages and handle replies as they come; returns failures by user.
-
-        `parse` checks a reply (raising BadReply or anything else for garbage); the
-        exchange goes to the ledger; then `commit` stores what it carried. A device's
-        timeout counts from when it starts the work (it drops a marker file named after
-        the message), so users queued behind busy workers never time out for waiting;
-        if nothing starts or replies for `timeout` seconds the rest are timed out too.
-        """
-        timeout = self.settings.timeout
-        sent: dict[str, _Sent] = {}
-        ids = grid.push_messages(messages)
-        for mid, msg in zip(ids, messages):
-            node = msg.metadata.dst_node_id
-            sent[mid] = _Sent(node, self.node_user.get(node, f"node-{node}"),
-                              msg.metadata.message_type, message_bytes(msg.content),
-                              record_bytes(msg.content))
-        failed: dict[str, str] = {}
-        total, done = len(sent), 0
-        started: dict[str, float] = {}
-        inflight = self.run_dir / INFLIGHT_DIR
-        last_progress = last_scan = time.time()
-        while sent:
-            if self.should_stop():
-                raise RunStopped(f"stopped during {method} with {len(sent)} users in flight")
-            replies = list(grid.pull_messages(list(sent)))
-            for reply in replies:
-                if self.should_stop():  # replies from devices the stop itself killed
-                    raise RunStopped(f"stopped during {method} with {len(sent)} in flight")
-                s = sent.pop(reply.metadata.reply_to_message_id)
-                started.pop(reply.metadata.reply_to_message_id, None)
-                done += 1
-                self._handle(method, attempt, s, reply, parse, commit, failed, arrays_allowed)
-            now = time.time()
-            if replies:
-                last_progress = now
-            if now - last_scan >= 0.25:  # one directory listing finds every started device
-                last_scan = now
-                for mid in _started_ids(inflight, sent, started):
-                    started[mid] = last_progress = now
-                for mid, t0 in list(started.items()):
-                    if now - t0 > timeout:
-                        self._timeout(method, attempt, sent.pop(mid), failed,
-                                      f"no reply {timeout:g} s after the device started")
-                        started.pop(mid)
-                        done += 1
-                if sent and now - last_progress > timeout:
-                    for mid in list(sent):
-                        self._timeout(method, attempt, sent.pop(mid), failed,
-                                      f"nothing started or replied for {timeout:g} s")
-                        done += 1
-            self.progress(method, done, total)
-            if sent and not replies:
-                time.sleep(0.05)
-        for mid in ids:
-            (inflight / mid).unlink(missing_ok=True)
-        return failed
-
-    def _handle(self, method: str, attempt: int, s: _Sent, reply: Message,
-                parse: Callable, commit: Callable, failed: dict[str, str],
-                arrays_allowed: bool = False) -> None:
-        entry = Exchange(method, s.kind, s.user, "ok", s.down, 0, s.records_down)
-        if reply.has_error():
-            entry.outcome = "error"
-            self.ledger.record(entry)
-            reason = _ANSI.sub("", str(reply.error.reason))
-            self._fail(method, s.user, "device_error", _error_detail(reason), attempt, failed,
-                       trace=reason[-2000:])
-            return
-        entry.up, entry.records_up = message_bytes(reply.content), record_bytes(reply.content)
-        parsed, kind, detail = None, None, ""
-        try:
-            user = str(reply.content["meta"]["user-id"])
-        except (KeyError, TypeError):
-            kind, detail = "bad_reply", "no meta record with a user-id"
-        else:
-            if s.kind == "query.user":
-                s.user = entry.user = user
-            elif user != s.user:
-                kind, detail = "bad_reply", f"reply claims user '{user}'"
-        if kind is None and reply.content.array_records and not arrays_allowed:
-            kind, detail = "arrays", "reply carries arrays (weights never leave the device)"
-        if kind is None:
-            try:
-                parsed = parse(s.node, reply)
-            except Exception as err:  # garbage must not end the run: counted instead
-                kind, detail = "bad_reply", f"{type(err).__name__}: {err}"
-        if kind is not None:
-            entry.outcome = "rejected" if kind == "arrays" else "bad_reply"
-            self.ledger.record(entry)
-            self._fail(method, s.user, kind, detail, attempt, failed)
-            return
-        if isinstance(parsed, _Seeds):
-            entry.fields_up = parsed.field_bytes
-        self.ledger.record(entry)  # before the result: a kill in between redoes the user
-        commit(s.node, parsed)
-
-    def _timeout(self, method: str, attempt: int, s: _Sent, failed: dict[str, str],
-                 detail: str) -> None:
-        self.ledger.record(Exchange(method, s.kind, s.user, "timeout", s.down, 0,
-                                    s.records_down))
-        self._fail(method, s.user, "timeout", detail, attempt, failed)
 
     def _result_path(self, method: str, user: str) -> Path:
         return self.run_dir / "results" / method / f"{user}.json"
@@ -343,7 +176,7 @@ class AugmentationStrategy:
 
         if msgs:
             failed.update(self._exchange(grid, msgs, method, attempt,
-                                         lambda node, reply: _metrics(reply), commit))
+                                         lambda node, reply: reply_metrics(reply), commit))
         return failed
 
     def _synthesise(self, grid: Grid, nodes: list[int], attempt: int, last: bool,
@@ -366,11 +199,11 @@ class AugmentationStrategy:
             return synthetic, set()
         seeds: dict[str, list[dict]] = {}
 
-        def commit(node: int, got: _Seeds) -> None:
+        def commit(node: int, got: Items) -> None:
             seeds[self.node_user[node]] = got.items
 
         msgs = [self._message(n, "query.seeds", "cdcda", attempt) for n in missing]
-        failed.update(self._exchange(grid, msgs, "cdcda", attempt, _parse_seeds, commit))
+        failed.update(self._exchange(grid, msgs, "cdcda", attempt, parse_items, commit))
         if self.should_stop():
             raise RunStopped("stopped before augmentation")
         items, counts, errors = self.augmenter(seeds, attempt) if seeds else ({}, {}, {})
@@ -390,42 +223,3 @@ class AugmentationStrategy:
         return synthetic, fallback
 
 
-@dataclass
-class _Seeds:
-    items: list[dict]
-    field_bytes: dict[str, int]
-
-
-def _parse_seeds(node: int, reply: Message) -> _Seeds:
-    """The seed items a device sent, checked, with the bytes of each field that left."""
-    items = json.loads(str(reply.content["meta"]["items"]))
-    if not isinstance(items, list) or not all(
-            isinstance(it, dict) and all(isinstance(v, str) for v in it.values())
-            for it in items):
-        raise BadReply("seed items are not a list of objects of strings")
-    field_bytes: dict[str, int] = {}
-    for it in items:
-        for name, value in it.items():
-            field_bytes[name] = field_bytes.get(name, 0) + len(value.encode())
-    return _Seeds(items, field_bytes)
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def _error_detail(reason: str) -> str:
-    """The device's own error message out of Flower's and Ray's wrapping of it."""
-    if "Message: " in reason:  # ClientAppException: ... occurred. Message: <the error>
-        return reason.rsplit("Message: ", 1)[1].strip().removesuffix("'>").strip()
-    lines = [ln.strip() for ln in reason.splitlines() if ln.strip()]
-    return lines[-1].removesuffix("'>") if lines else reason
-
-
-def _started_ids(inflight: Path, sent: Mapping[str, object], started: Mapping[str, float]
-                 ) -> list[str]:
-    """Message ids whose device has dropped its start marker and are not yet known."""
-    try:
-        names = os.listdir(inflight)
-    except FileNotFoundError:
-        return []
-    return [n for n in names if n in sent and n not in started]
