@@ -10,22 +10,13 @@ from dataclasses import dataclass, field
 
 from server.backends import CloudError, CloudLLM
 from server.faults import FaultyCloud
-from server.filters import REASONS, FilterResult, filter_candidates, normalise_output
+from server.filters import FilterResult, filter_candidates, normalise_output, total_counts
 from server.prompts import augmentation_prompt, parse_candidate, relabel_prompt
 from server.settings import AugmentSettings, CloudFaults
 from tasks.catalog import Task
 from tasks.metrics import rouge
 
 log = logging.getLogger(__name__)
-
-
-def total_counts(per_user: Mapping[str, Mapping[str, int]]) -> dict[str, int]:
-    """Generated, kept and rejected-by-reason counts summed over users."""
-    total: Counter = Counter()
-    for counts in per_user.values():
-        total.update(counts)
-    return {"generated": total["generated"], "kept": total["kept"],
-            **{f"rejected_{r}": total[f"rejected_{r}"] for r in REASONS}}
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from server.prompts import is_item
@@ -91,3 +91,12 @@ def filter_candidates(task: Task, candidates: Sequence[dict | None], seeds: Sequ
         kept_words.append(words)
         res.kept.append(cand)
     return res
+
+
+def total_counts(per_user: Mapping[str, Mapping[str, int]]) -> dict[str, int]:
+    """Generated, kept and rejected-by-reason counts summed over users."""
+    total: Counter = Counter()
+    for counts in per_user.values():
+        total.update(counts)
+    return {"generated": total["generated"], "kept": total["kept"],
+            **{f"rejected_{r}": total[f"rejected_{r}"] for r in REASONS}}

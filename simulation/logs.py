@@ -12,9 +12,9 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
+from clients.worker_log import OUR_PACKAGES
 from tasks.files import LOG_FILE
 
-OUR_PACKAGES = ("tasks", "models", "clients", "server", "strategies", "simulation")
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 

@@ -13,11 +13,12 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from server.filters import REASONS
+from server.filters import total_counts
 from simulation.config import Config
 from strategies.accounting import LEDGER_FILE, disclosure, projection, read_jsonl, summarise
 from strategies.failures import FAILURES_FILE
 from tasks.files import load_stored
+from tasks.structured import to_mapping
 
 USERS_FILE = "users.json"
 TIMINGS_FILE = "timings.json"
@@ -78,9 +79,6 @@ def _augmentation(run_dir: Path, users: list[str], failures: list[dict]) -> dict
         cached = load_stored(run_dir / "synthetic" / f"{u}.json")
         if cached is not None and isinstance(cached.get("counts"), dict):
             per_user[u] = cached["counts"]
-    total: Counter = Counter()
-    for counts in per_user.values():
-        total.update(counts)
     errors: dict[str, Counter] = defaultdict(Counter)
     for f in failures:
         if f["kind"] == "cloud_error" and f["method"] == "cdcda":
@@ -89,9 +87,7 @@ def _augmentation(run_dir: Path, users: list[str], failures: list[dict]) -> dict
     for c in errors.values():
         error_total.update(c)
     return {
-        "total": {"generated": total["generated"], "kept": total["kept"],
-                  **{f"rejected_{r}": total[f"rejected_{r}"] for r in REASONS},
-                  "cloud_errors": sum(error_total.values())},
+        "total": {**total_counts(per_user), "cloud_errors": sum(error_total.values())},
         "cloud_errors": {"by_cause": dict(sorted(error_total.items())),
                          "per_user": {u: dict(c) for u, c in sorted(errors.items())}},
         "users_augmented": len(per_user),
@@ -154,14 +150,8 @@ def build_summary(run_dir: Path, cfg: Config, task_name: str, metric_names: Iter
             {m: r["per_user"] for m, r in methods.items()}, names,
             seed=cfg.experiment.seed)
     summary["status"], summary["problems"], summary["warnings"] = _verdict(summary)
-    summary["config"] = _config(cfg)
+    summary["config"] = to_mapping(cfg)
     return summary
-
-
-def _config(cfg: Config) -> dict:
-    from tasks.structured import to_mapping
-
-    return to_mapping(cfg)
 
 
 def _verdict(summary: Mapping) -> tuple[str, list[str], list[str]]:

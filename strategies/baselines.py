@@ -201,9 +201,7 @@ def run_cloud(s: AugmentationStrategy, grid: Grid, method: str, nodes: list[int]
             if not isinstance(a, str):
                 errors[a.cause] = errors.get(a.cause, 0) + 1
         if errors:
-            detail = ", ".join(f"{c} x {k}" for k, c in sorted(errors.items()))
-            s._fail(method, u, "cloud_error", f"answers failed: {detail}", attempt, failed,
-                    causes=errors)
+            s._cloud_failed(method, u, "answers", errors, attempt, failed)
             continue
         send.append(s._message(n, "evaluate", method, attempt, records={
             "answers": ConfigRecord({"items": json.dumps(by_user[u])})}))

@@ -213,9 +213,7 @@ class AugmentationStrategy(DeviceExchange):
             synthetic[user] = kept
         fallback = set()
         for user, causes in errors.items():
-            detail = ", ".join(f"{n} x {c}" for c, n in sorted(causes.items()))
-            self._fail("cdcda", user, "cloud_error", f"augmentation failed: {detail}",
-                       attempt, failed, causes=dict(causes))
+            self._cloud_failed("cdcda", user, "augmentation", causes, attempt, failed)
             if last and self.settings.fallback == "real_only":
                 synthetic[user] = []
                 fallback.add(user)

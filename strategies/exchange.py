@@ -188,6 +188,13 @@ class DeviceExchange:
         self.ledger.record(entry)  # before the result: a kill in between redoes the user
         commit(s.node, parsed)
 
+    def _cloud_failed(self, method: str, user: str, what: str, causes: Mapping[str, int],
+                      attempt: int, failed: dict[str, str]) -> None:
+        """Record a user whose cloud requests failed, with the failures by cause."""
+        detail = ", ".join(f"{n} x {c}" for c, n in sorted(causes.items()))
+        self._fail(method, user, "cloud_error", f"{what} failed: {detail}", attempt, failed,
+                   causes=dict(causes))
+
     def _timeout(self, method: str, attempt: int, s: _Sent, failed: dict[str, str],
                  detail: str) -> None:
         self.ledger.record(Exchange(method, s.kind, s.user, "timeout", s.down, 0,
