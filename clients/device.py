@@ -151,3 +151,19 @@ def train_user(rt: DeviceRuntime, task: Task, user: UserData, synthetic: list[di
         "user-seconds": time.perf_counter() - start,
         "peak-memory-mb": peak_memory_mb(),
     }
+
+
+def train_users(rt: DeviceRuntime, task: Task, users: list[UserData],
+                synthetic: dict[str, list[dict]], settings: DeviceSettings, method: str,
+                run_dir: Path | None, run_seed: int) -> dict[str, dict[str, float]]:
+    """Train, save and evaluate a cohort of users' own adapters; metrics by user id."""
+    return {u.user_id: train_user(rt, task, u, synthetic.get(u.user_id, []), settings, method,
+                                  run_dir, run_seed) for u in users}
+
+
+def evaluate_users(rt: DeviceRuntime, task: Task, users: list[UserData],
+                   settings: DeviceSettings, method: str, run_dir: Path | None
+                   ) -> dict[str, dict[str, float]]:
+    """Answer a cohort's held-out queries with the base model alone (no adapter)."""
+    return {u.user_id: evaluate_user(rt, task, u, settings, method, run_dir, use_adapter=False)
+            for u in users}

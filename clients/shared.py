@@ -103,3 +103,21 @@ def score_answers(task: Task, user: UserData, settings: DeviceSettings, method: 
         })
     return {**metrics, "num-queries": len(queries), "num-examples": len(queries),
             "score-seconds": time.perf_counter() - start}
+
+
+def train_global_users(rt: DeviceRuntime, task: Task, users: list[UserData],
+                       settings: DeviceSettings, state: dict[str, torch.Tensor],
+                       local_steps: int, seeds: dict[str, int]
+                       ) -> dict[str, tuple[dict[str, torch.Tensor], dict[str, float]]]:
+    """One FedAvg round for a cohort: each user trains the global adapter on its own data."""
+    return {u.user_id: train_global(rt, task, u, settings, state, local_steps, seeds[u.user_id])
+            for u in users}
+
+
+def evaluate_with_users(rt: DeviceRuntime, task: Task, users: list[UserData],
+                        settings: DeviceSettings, method: str, run_dir: str | None,
+                        state: dict[str, torch.Tensor], run_seed: int
+                        ) -> dict[str, dict[str, float]]:
+    """Evaluate a cohort's queries with one received adapter (shared_lora, fedavg_lora)."""
+    return {u.user_id: evaluate_with(rt, task, u, settings, method, run_dir, state, run_seed)
+            for u in users}
