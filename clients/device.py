@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from clients.inference import generate, peak_memory_mb
+from clients.node import serving_node
 from clients.retrieval import profile_prompt
 from clients.settings import DeviceSettings
 from clients.storage import adapter_dir, save_adapter
@@ -105,7 +106,7 @@ def evaluate_user(rt: DeviceRuntime, task: Task, user: UserData, settings: Devic
     metrics = task.score(preds, golds) if all(golds) else {}
     if run_dir is not None:
         write_json(Path(run_dir) / "predictions" / method / f"{user.user_id}.json", {
-            "user_id": user.user_id, "method": method,
+            "user_id": user.user_id, "method": method, "node": serving_node(),
             "predictions": [{"id": q.id, "raw": r, "output": p, "gold": q.output}
                             for q, r, p in zip(queries, report.texts, preds)],
         })

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from clients.device import DeviceRuntime, evaluate_user, reset_adapter, user_seed
+from clients.node import serving_node
 from clients.retrieval import profile_prompt
 from clients.settings import DeviceSettings
 from clients.trainer import train_lora
@@ -97,7 +98,7 @@ def score_answers(task: Task, user: UserData, settings: DeviceSettings, method: 
     metrics = task.score(preds, [q.output for q in queries])
     if run_dir is not None:
         write_json(Path(run_dir) / "predictions" / method / f"{user.user_id}.json", {
-            "user_id": user.user_id, "method": method,
+            "user_id": user.user_id, "method": method, "node": serving_node(),
             "predictions": [{"id": q.id, "raw": r, "output": p, "gold": q.output}
                             for q, r, p in zip(queries, answers, preds)],
         })
