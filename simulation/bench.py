@@ -90,7 +90,8 @@ def _bench_cloud(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_bench(sub: argparse._SubParsersAction) -> None:
+def add_bench(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """`bench device|cloud`; returns the subcommands, for the benches defined elsewhere."""
     b = sub.add_parser("bench", help="measure and print JSON figures")
     bsub = b.add_subparsers(dest="what", required=True)
     for name, fn, users in (("device", _bench_device, 2), ("cloud", _bench_cloud, 4)):
@@ -101,3 +102,4 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
         if name == "device":
             p.add_argument("--out", type=Path, help="keep adapters here (default: a temp dir)")
         p.set_defaults(fn=fn)
+    return bsub

@@ -33,11 +33,24 @@ def _print_summary(summary: dict, console) -> int:
                       f"{len(res['per_user'])}/{failed}",
                       f"{comm.get('bytes_up', 0)}/{comm.get('bytes_down', 0)}", style=style)
     console.print(table)
+    if summary.get("scale"):
+        console.print(_scale_line(summary["scale"]), soft_wrap=True)
     for w in summary.get("warnings", []):
         console.print(f"[yellow]warning:[/yellow] {w}")
     for p in summary.get("problems", []):
         console.print(f"[red]problem:[/red] {p}")
     return EXIT_FAILED if summary["status"] in ("failed", "incomplete") else 0
+
+
+def _scale_line(sc: dict) -> str:
+    """Time and memory of the run (all sessions), one line under the table."""
+    mem = sc["peak_memory_mb"]
+    return (f"{sc['users']} users in {sc['wall_seconds']:.0f} s "
+            f"({sc['seconds_per_user']:.2f} s/user; overhead "
+            f"{sc['overhead_ms_per_user']:.1f} ms/user per round); peak memory: driver "
+            f"{mem['driver']:.0f} MiB, workers {mem['workers']:.0f} MiB "
+            f"({mem['worker_processes']} processes, largest {mem['worker_max']:.0f}), "
+            f"all processes {mem['all']:.0f} MiB")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -122,4 +135,43 @@ def add_run_and_bench(sub: argparse._SubParsersAction) -> None:
 
     from simulation.bench import add_bench
 
-    add_bench(sub)
+    _add_more_benches(add_bench(sub))
+
+
+def _bench_sim(args: argparse.Namespace) -> int:
+    from simulation.bench_sim import main
+
+    return main(args)
+
+
+def _bench_train(args: argparse.Namespace) -> int:
+    try:
+        from simulation.bench_train import main
+    except ModuleNotFoundError as err:
+        if err.name != "simulation.bench_train":
+            raise
+        raise RuntimeError("`cdcda bench train` is not available yet: "
+                           "simulation/bench_train.py is still being written") from None
+    return main(args)
+
+
+def _add_more_benches(bsub: argparse._SubParsersAction) -> None:
+    """`bench sim` (Flower on Ray overhead per user) and `bench train` (cohort training)."""
+    sim = bsub.add_parser("sim", help="orchestration overhead per user per round: Flower's "
+                                      "engine on Ray with the tiny model")
+    sim.add_argument("--users", type=int, default=100)
+    sim.add_argument("--cohort", type=int, default=None,
+                     help="users per SuperNode (runtime.cohort; default: the config's)")
+    sim.add_argument("--rounds", type=int, default=3, help="no-work rounds after discovery")
+    sim.add_argument("--config", type=Path, help="TOML experiment (default: configs/tiny.toml)")
+    sim.add_argument("--set", action="append", metavar="KEY=VALUE")
+    sim.add_argument("--out", type=Path, help="keep the run directory here (default: temp)")
+    sim.set_defaults(fn=_bench_sim)
+
+    train = bsub.add_parser("train", help="cohort training throughput (K users per base)")
+    train.add_argument("--users", type=int, default=8)
+    train.add_argument("--cohort", type=int, default=16, help="users trained together")
+    train.add_argument("--config", type=Path)
+    train.add_argument("--set", action="append", metavar="KEY=VALUE")
+    train.add_argument("--out", type=Path)
+    train.set_defaults(fn=_bench_train)

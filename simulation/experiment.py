@@ -12,12 +12,13 @@ from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
 
 from simulation.config import Config, dump_config, load_config
-from simulation.summary import TIMINGS_FILE, USERS_FILE, build_summary
+from simulation.measure import MemorySampler, Timings
+from simulation.summary import USERS_FILE, build_summary
 from strategies.accounting import LEDGER_FILE, Ledger
 from strategies.baselines import Services
 from strategies.cdcda import TRAIN_METHODS, AugmentationStrategy, StrategySettings
 from strategies.failures import FAILURES_FILE, FailureLog
-from tasks import get_task, load_lamp_dir
+from tasks import Task, get_task, load_lamp_dir
 from tasks.benchmark import GENERATORS, make_benchmark
 from tasks.files import load_stored, write_json
 from tasks.lamp import check_experiment_data
@@ -97,32 +98,6 @@ class _Wandb:
             self.run.finish()
 
 
-class _Timings:
-    """Wall time per method and per session, accumulated across resumed sessions."""
-
-    def __init__(self, run_dir: Path):
-        self.path = run_dir / TIMINGS_FILE
-        self.data = load_stored(self.path) or {}
-        self.data.setdefault("methods", {})
-        self.data["sessions"] = self.data.get("sessions", 0) + 1
-        self.start = time.perf_counter()
-        self.before = self.data.get("seconds", 0.0)
-
-    def begin(self, method: str) -> None:
-        """Say which method runs now (the progress bars time each method from here)."""
-        self.data["running"] = method
-        self.save()
-
-    def add(self, method: str, seconds: float) -> None:
-        self.data["methods"][method] = self.data["methods"].get(method, 0.0) + seconds
-        self.data.pop("running", None)
-        self.save()
-
-    def save(self) -> None:
-        self.data["seconds"] = self.before + time.perf_counter() - self.start
-        write_json(self.path, self.data)
-
-
 def _device_faults(cfg: Config) -> str:
     faults = to_mapping(cfg.faults.device)
     if not faults["hang_seconds"]:
@@ -181,9 +156,10 @@ def write_summary(cfg: Config, run_dir: Path, statistics: bool = True) -> dict:
     return summary
 
 
-def run_experiment(grid: Grid, cfg: Config, run_dir: Path,
-                   should_stop: Callable[[], bool] = lambda: False) -> dict:
-    """Run every configured method over the same users; summary.json after each method."""
+def build_strategy(cfg: Config, run_dir: Path, should_stop: Callable[[], bool]
+                   ) -> tuple[AugmentationStrategy, Task]:
+    """The run's strategy (its data, cloud, ledger and failure log) and task; shared by
+    the experiment and `cdcda bench sim`, so the benchmark drives the same exchange."""
     run_dir.mkdir(parents=True, exist_ok=True)
     data_dir, split, task_name = prepare_data(cfg, run_dir)
     task = get_task(task_name)
@@ -217,11 +193,21 @@ def run_experiment(grid: Grid, cfg: Config, run_dir: Path,
                                     FailureLog(run_dir / FAILURES_FILE), settings,
                                     should_stop=should_stop,
                                     services=_services(cfg, task, cloud))
+    return strategy, task
+
+
+def run_experiment(grid: Grid, cfg: Config, run_dir: Path,
+                   should_stop: Callable[[], bool] = lambda: False) -> dict:
+    """Run every configured method over the same users; summary.json after each method."""
+    strategy, task = build_strategy(cfg, run_dir, should_stop)
     wb = _Wandb(cfg, run_dir)
-    timings = _Timings(run_dir)
+    timings = Timings(run_dir)
+    sampler = MemorySampler(on_sample=timings.memory).start()
     summary: dict = {}
     try:
+        start = time.perf_counter()
         strategy.discover(grid, cfg.experiment.users)
+        timings.discovered(time.perf_counter() - start, len(list(grid.get_node_ids())))
         known = set((load_stored(run_dir / USERS_FILE) or {}).get("users", []))
         write_json(run_dir / USERS_FILE,
                    {"users": sorted(known | set(strategy.node_user.values()))})
@@ -239,6 +225,7 @@ def run_experiment(grid: Grid, cfg: Config, run_dir: Path,
             log.info("%s: %s (%d users ok, %d failed)", method, shown or "no results",
                      len(res["per_user"]), len(res["failures"]), extra={"console": True})
     finally:
+        sampler.stop()
         timings.save()
         wb.finish()
     return summary

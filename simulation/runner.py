@@ -165,20 +165,36 @@ def _watch(run_dir: Path, cfg: Config, console, stop: threading.Event) -> None:
                   transient=False) as bar:
         tasks = {m: bar.add_task(m, total=users, clock="") for m in cfg.experiment.methods}
         since: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        last: list[str | None] = [None]
 
-        def refresh() -> None:
+        def refresh(final: bool = False) -> None:
             timings = load_stored(run_dir / "timings.json") or {}
             done, now = timings.get("methods", {}), timings.get("running")
             for m, t in tasks.items():
-                folder = run_dir / "results" / m
-                count = len(list(folder.glob("*.json"))) if folder.exists() else 0
+                # only the running method's folder grows: list it alone each second
+                # (globbing all seven at 10,000 users took ~0.2 s of every second);
+                # once more as it ends, and at the start and the end for resumed counts
+                if final or m in (now, last[0]) or m not in counts:
+                    counts[m] = _count_results(run_dir / "results" / m)
+                count = counts[m]
                 if m == now:
                     since.setdefault(m, time.perf_counter())
                     shown = clock(time.perf_counter() - since[m])
                 else:
                     shown = clock(done[m]) if m in done else ""
                 bar.update(t, completed=count, clock=shown)
+            last[0] = now
 
         while not stop.wait(1.0):
             refresh()
-        refresh()  # the final counts, after the run has stopped
+        refresh(final=True)  # the final counts, after the run has stopped
+
+
+def _count_results(folder: Path) -> int:
+    """Stored per-user results in `folder` (one directory listing, no Path per file)."""
+    try:
+        with os.scandir(folder) as entries:
+            return sum(1 for e in entries if e.name.endswith(".json"))
+    except FileNotFoundError:
+        return 0

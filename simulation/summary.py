@@ -22,8 +22,12 @@ from tasks.structured import to_mapping
 
 USERS_FILE = "users.json"
 TIMINGS_FILE = "timings.json"
+DISCOVERY_KEY = "discovery"  # timings.json: seconds and rounds of the no-work discovery
+MEMORY_KEY = "peak_memory"  # timings.json: sampled peak RSS (simulation.measure.FIELDS)
 # Per-user fields that measure the machine, not the experiment: they differ between runs.
 MEASURED = ("seconds", "per-second", "peak-memory", "ttft")
+# Whole blocks that measure the machine (time, memory): left out of comparisons too.
+MEASURED_BLOCKS = ("sessions", "scale")
 
 
 def aggregate(per_user: Mapping[str, Mapping[str, float]], names: Iterable[str]
@@ -140,6 +144,7 @@ def build_summary(run_dir: Path, cfg: Config, task_name: str, metric_names: Iter
         "failures": _failure_log(failures),
         "privacy": disclosure(ledger, users),
         "seconds": timings.get("seconds", 0.0), "sessions": timings.get("sessions", 0),
+        "scale": scale(timings, len(users), getattr(cfg.runtime, "cohort", 1)),
     }
     if "cdcda" in methods:
         summary["augmentation"] = _augmentation(run_dir, users, failures)
@@ -152,6 +157,31 @@ def build_summary(run_dir: Path, cfg: Config, task_name: str, metric_names: Iter
     summary["status"], summary["problems"], summary["warnings"] = _verdict(summary)
     summary["config"] = to_mapping(cfg)
     return summary
+
+
+def scale(timings: Mapping, users: int, cohort: int = 1) -> dict:
+    """What the run cost the machine, from timings.json: wall time (all sessions), time
+    per user, the orchestration overhead per user (discovery: one message per SuperNode
+    that does no work) and each method's time per user, and sampled peak memory (MiB)
+    of the driver and of the Ray workers (the devices; their sum and the largest)."""
+    n = max(users, 1)
+    wall = float(timings.get("seconds", 0.0))
+    disc = timings.get(DISCOVERY_KEY, {})
+    rounds = max(int(disc.get("rounds", 0)), 1)
+    mem = timings.get(MEMORY_KEY, {})
+    return {
+        "users": users, "cohort": cohort, "nodes": disc.get("nodes", 0),
+        "wall_seconds": wall, "seconds_per_user": wall / n,
+        "discovery_seconds": float(disc.get("seconds", 0.0)),
+        "overhead_ms_per_user": 1000 * float(disc.get("seconds", 0.0)) / rounds / n,
+        "method_ms_per_user": {m: 1000 * float(t) / n
+                               for m, t in timings.get("methods", {}).items()},
+        "peak_memory_mb": {"driver": mem.get("driver_mb", 0.0),
+                           "workers": mem.get("workers_mb", 0.0),
+                           "worker_max": mem.get("worker_max_mb", 0.0),
+                           "all": mem.get("total_mb", 0.0),
+                           "worker_processes": int(mem.get("workers", 0))},
+    }
 
 
 def _verdict(summary: Mapping) -> tuple[str, list[str], list[str]]:
@@ -191,13 +221,13 @@ def _verdict(summary: Mapping) -> tuple[str, list[str], list[str]]:
 
 
 def without_measurements(summary: Mapping) -> dict:
-    """The summary minus what measures the machine (seconds, speeds, memory, sessions):
-    what two runs of the same experiment must agree on."""
+    """The summary minus what measures the machine (seconds, speeds, memory, sessions,
+    the scale block): what two runs of the same experiment must agree on."""
 
     def walk(x):
         if isinstance(x, Mapping):
             return {k: walk(v) for k, v in x.items()
-                    if k != "sessions" and not any(m in k for m in MEASURED)}
+                    if k not in MEASURED_BLOCKS and not any(m in k for m in MEASURED)}
         return x
 
     return walk(summary)

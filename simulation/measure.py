@@ -1,0 +1,175 @@
+"""What a run costs the machine: wall time per method and session, and peak memory of the
+driver (this process) and of the Ray processes it started, kept in timings.json.
+
+Memory is sampled with psutil in a daemon thread, about once a second, as resident set
+size (RSS) in MiB. Ray's worker processes (`ray::...`, the simulated devices) are told apart from
+Ray's own services (raylet, GCS, dashboard), which are counted only in `total`. RSS counts
+shared pages (torch's libraries, Ray's object store in /dev/shm) once per process, so the
+sums overstate what the machine really uses; they are an upper bound. A Ray cluster's
+workers on other machines are not this process's descendants and are not seen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import psutil
+
+from simulation.summary import DISCOVERY_KEY, MEMORY_KEY, TIMINGS_FILE
+from tasks.files import load_stored, write_json
+
+log = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+# driver: this process; workers: the sum over Ray workers (devices); worker_max: the
+# largest one; total: this process and every descendant at the same instant
+FIELDS = ("driver_mb", "workers_mb", "worker_max_mb", "total_mb", "workers")
+
+
+# Ray's own services that also take a `ray::` title: not devices
+_RAY_SERVICES = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
+
+
+def _is_worker(proc: psutil.Process) -> bool:
+    """A Ray worker process: its title is `ray::<actor or task>` (`ray::IDLE` between
+    tasks); one not yet claimed still runs `default_worker.py`."""
+    cmd = proc.cmdline()
+    if not cmd:
+        return False
+    if cmd[0].startswith("ray::"):
+        return not cmd[0].startswith(_RAY_SERVICES)
+    return any(a.endswith("default_worker.py") for a in cmd[:3])
+
+
+def sample(proc: psutil.Process | None = None) -> dict[str, float]:
+    """RSS now, in MiB: this process, its Ray workers (sum and largest), all together."""
+    proc = proc or psutil.Process()
+    driver = proc.memory_info().rss
+    workers: list[int] = []
+    others = 0
+    with contextlib.suppress(psutil.Error):
+        for child in proc.children(recursive=True):
+            try:
+                rss = child.memory_info().rss
+                if _is_worker(child):
+                    workers.append(rss)
+                else:
+                    others += rss
+            except psutil.Error:  # ended between the listing and the read
+                continue
+    return {"driver_mb": driver / MIB, "workers_mb": sum(workers) / MIB,
+            "worker_max_mb": max(workers, default=0) / MIB,
+            "total_mb": (driver + sum(workers) + others) / MIB, "workers": len(workers)}
+
+
+def merge_peaks(old: Mapping[str, float], new: Mapping[str, float]) -> dict[str, float]:
+    """Field by field maximum (a resumed run's peak is the highest of its sessions)."""
+    return {k: max(float(old.get(k, 0.0)), float(new.get(k, 0.0))) for k in FIELDS}
+
+
+class MemorySampler:
+    """Samples every `interval` seconds until stopped; `peaks` holds the maxima so far.
+
+    `on_sample(peaks)` is called after each sample (the experiment stores them). One
+    sample is taken at `start` and one at `stop`, however short the time between.
+    """
+
+    def __init__(self, interval: float = 1.0,
+                 on_sample: Callable[[dict[str, float]], None] | None = None):
+        self.interval = interval
+        self.on_sample = on_sample
+        self.peaks: dict[str, float] = {k: 0.0 for k in FIELDS}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="cdcda-memory", daemon=True)
+
+    def take(self) -> dict[str, float]:
+        try:
+            self.peaks = merge_peaks(self.peaks, sample())
+        except psutil.Error as err:  # measuring must never take the run down
+            log.debug("memory sample failed: %s", err)
+        if self.on_sample is not None:
+            self.on_sample(dict(self.peaks))
+        return self.peaks
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.take()
+            except Exception as err:  # e.g. a full disk: the run goes on, unmeasured
+                log.warning("memory sampling stopped: %s", err)
+                return
+
+    def start(self) -> MemorySampler:
+        self.take()
+        self._thread.start()
+        return self
+
+    def stop(self) -> dict[str, float]:
+        """End the sampling (one last sample); returns the peaks."""
+        if self._thread.is_alive():
+            self._stop.set()
+            self._thread.join()
+            return self.take()
+        return self.peaks
+
+    def __enter__(self) -> MemorySampler:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class Timings:
+    """Wall time per method and per session, and peak memory, accumulated across resumed
+    sessions in timings.json: seconds add up, memory peaks keep the highest. Written by
+    the experiment and, every second, by the memory sampler's thread (hence the lock)."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / TIMINGS_FILE
+        self.lock = threading.Lock()
+        self.data = load_stored(self.path) or {}
+        self.data.setdefault("methods", {})
+        self.data.setdefault(MEMORY_KEY, {})
+        self.data["sessions"] = self.data.get("sessions", 0) + 1
+        self.start = time.perf_counter()
+        self.before = self.data.get("seconds", 0.0)
+
+    def begin(self, method: str) -> None:
+        """Say which method runs now (the progress bars time each method from here)."""
+        with self.lock:
+            self.data["running"] = method
+            self._save()
+
+    def add(self, method: str, seconds: float) -> None:
+        with self.lock:
+            self.data["methods"][method] = self.data["methods"].get(method, 0.0) + seconds
+            self.data.pop("running", None)
+            self._save()
+
+    def discovered(self, seconds: float, nodes: int) -> None:
+        """One discovery round (every session has one): its time is the run's measure of
+        pure orchestration overhead, a message per SuperNode that does no work."""
+        with self.lock:
+            d = self.data.setdefault(DISCOVERY_KEY, {"seconds": 0.0, "rounds": 0, "nodes": 0})
+            d["seconds"] += seconds
+            d["rounds"] += 1
+            d["nodes"] = nodes
+            self._save()
+
+    def memory(self, peaks: dict[str, float]) -> None:
+        with self.lock:
+            self.data[MEMORY_KEY] = merge_peaks(self.data[MEMORY_KEY], peaks)
+            self._save()
+
+    def save(self) -> None:
+        with self.lock:
+            self._save()
+
+    def _save(self) -> None:
+        self.data["seconds"] = self.before + time.perf_counter() - self.start
+        write_json(self.path, self.data)
