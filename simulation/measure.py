@@ -69,7 +69,9 @@ def sample(proc: psutil.Process | None = None) -> dict[str, float]:
 
 def merge_peaks(old: Mapping[str, float], new: Mapping[str, float]) -> dict[str, float]:
     """Field by field maximum (a resumed run's peak is the highest of its sessions)."""
-    return {k: max(float(old.get(k, 0.0)), float(new.get(k, 0.0))) for k in FIELDS}
+    out = {k: max(float(old.get(k, 0.0)), float(new.get(k, 0.0))) for k in FIELDS}
+    out["workers"] = int(out["workers"])  # a count of processes
+    return out
 
 
 class MemorySampler:

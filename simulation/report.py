@@ -120,7 +120,22 @@ def _header(s: Mapping) -> list[str]:
              "`cdcda report DIR` rebuilds it without running anything.", ""]
     for title, items in (("Problems", s.get("problems", [])), ("Warnings", s.get("warnings", []))):
         lines += [f"{title}:", *(f"- {i}" for i in items or ["none"]), ""]
-    return lines
+    return lines + _scale(s.get("scale"))
+
+
+def _scale(sc: Mapping | None) -> list[str]:
+    """What the run cost the machine (all sessions; measured, so it differs between runs)."""
+    if not sc:
+        return []
+    mem = sc.get("peak_memory_mb", {})
+    return [f"Scale: {sc['users']} users on {sc.get('nodes', 0)} SuperNodes "
+            f"({sc.get('cohort', 1)} per node), {sc['wall_seconds']:.0f} s "
+            f"({sc['seconds_per_user']:.2f} s per user); orchestration overhead "
+            f"{sc['overhead_ms_per_user']:.1f} ms per user per round (discovery); peak "
+            f"memory (sampled RSS): driver {mem.get('driver', 0):.0f} MiB, devices "
+            f"{mem.get('workers', 0):.0f} MiB over {mem.get('worker_processes', 0)} Ray "
+            f"workers (largest {mem.get('worker_max', 0):.0f}), all processes "
+            f"{mem.get('all', 0):.0f} MiB.", ""]
 
 
 def _per_query_gen(per_user: Mapping) -> float | None:

@@ -130,3 +130,17 @@ def test_terminal_line_names_time_overhead_and_memory(tmp_path):
     text = console.export_text()
     assert "3 users in 60 s" in text and "overhead 200.0 ms/user" in text
     assert "driver 400 MiB" in text and "workers 1200 MiB" in text
+
+
+def test_report_header_carries_the_scale_line(tmp_path):
+    from simulation.report import write_report
+
+    s = _stored_run(tmp_path, {"seconds": 60.0, "discovery": {"seconds": 0.6, "rounds": 1,
+                                                              "nodes": 3},
+                               "peak_memory": {"driver_mb": 400.0, "workers_mb": 1200.0,
+                                               "worker_max_mb": 610.0, "total_mb": 2100.0,
+                                               "workers": 2}})
+    (tmp_path / "summary.json").write_text(json.dumps(s))
+    text = write_report(tmp_path).read_text()
+    assert "Scale: 3 users on 3 SuperNodes (1 per node), 60 s (20.00 s per user)" in text
+    assert "200.0 ms per user per round" in text and "all processes 2100 MiB" in text
