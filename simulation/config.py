@@ -74,6 +74,10 @@ class RuntimeSettings:
                 "(queued devices never time out for waiting their turn)"})
     retries: int = field(default=1, metadata={
         "help": "extra attempts for users whose device or cloud request failed"})
+    cohort: int = field(default=1, metadata={
+        "help": "users per SuperNode: 1 = one simulated device per node (the faithful "
+                "mapping); K > 1 = ceil(users / K) nodes of K users each, fewer for Flower "
+                "to drive; each user is still charged only its own traffic"})
     wandb: Literal["offline", "online", "disabled"] = "offline"
     wandb_project: str = "cdcda"
 
@@ -81,6 +85,7 @@ class RuntimeSettings:
         check(self.client_cpus > 0, "client_cpus", "must be > 0")
         check(self.timeout > 0, "timeout", "must be > 0")
         check(self.retries >= 0, "retries", f"must be >= 0, got {self.retries}")
+        check(self.cohort >= 1, "cohort", f"must be >= 1, got {self.cohort}")
 
 
 @dataclass

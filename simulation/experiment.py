@@ -168,6 +168,7 @@ def build_strategy(cfg: Config, run_dir: Path, should_stop: Callable[[], bool]
         "run-dir": str(run_dir.resolve()), "seed": cfg.experiment.seed,
         "device": json.dumps(to_mapping(cfg.device)),
         "faults": _device_faults(cfg), "fault-seed": cfg.faults.seed,
+        "cohort": cfg.runtime.cohort,  # users per SuperNode (not charged to any user)
     }
     backend = {}
 
@@ -210,9 +211,9 @@ def run_experiment(grid: Grid, cfg: Config, run_dir: Path,
         timings.discovered(time.perf_counter() - start, len(list(grid.get_node_ids())))
         known = set((load_stored(run_dir / USERS_FILE) or {}).get("users", []))
         write_json(run_dir / USERS_FILE,
-                   {"users": sorted(known | set(strategy.node_user.values()))})
+                   {"users": sorted(known | set(strategy.users))})
         for step, method in enumerate(cfg.experiment.methods):
-            log.info("method %s: %d users", method, len(strategy.node_user))
+            log.info("method %s: %d users", method, len(strategy.users))
             timings.begin(method)
             result = strategy.run_method(grid, method)
             timings.add(method, result.seconds)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import threading
@@ -126,7 +127,7 @@ def _simulate(cfg: Config, run_dir: Path, console, verbose: bool, ray, run_simul
             watcher.start()
         with signals.engine_running():
             run_simulation(server_app=server_app, client_app=client_app,
-                           num_supernodes=cfg.experiment.users,
+                           num_supernodes=math.ceil(cfg.experiment.users / cfg.runtime.cohort),
                            backend_config={"client_resources": resources})
     finally:
         STOP.set()  # whatever ended the engine, the ServerApp thread must end too

@@ -1,11 +1,15 @@
 """Communication accounting: serialized bytes of every exchange, persisted as a ledger.
 
 The ledger is an append-only JSON-lines file in the run directory, one line per finished
-exchange (a request down and its reply up, or the request alone when the device failed).
-It is the source of truth for the summary, so a resumed run ends with the same figures as
-an uninterrupted one: an exchange repeated only because a run resumed (discovery, or a
-reply stored in the ledger whose result file a kill cut off) is charged once, while every
-failed attempt stays charged, because its bytes really crossed the network.
+exchange of one user (a request down and its reply up, or the request alone when the
+device failed). A cohort message (`runtime.cohort` users per SuperNode) carries one record
+per user, and the ledger splits it: each user is charged its view, what its own device
+would have sent and received with a message of its own (`user_view`).
+
+The ledger is the source of truth for the summary, so a resumed run ends with the same
+figures as an uninterrupted one: an exchange repeated only because a run resumed
+(discovery, or a reply stored in the ledger whose result file a kill cut off) is charged
+once, while every failed attempt stays charged, because its bytes really crossed the network.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flwr.app import RecordDict
+from flwr.app import ConfigRecord, RecordDict
 from flwr.common.serde import recorddict_to_proto
 
 log = logging.getLogger(__name__)
@@ -33,6 +37,58 @@ def message_bytes(content: RecordDict) -> int:
 def record_bytes(content: RecordDict) -> dict[str, int]:
     """Bytes per top-level record (config, synthetic, meta, metrics, ...) of a message."""
     return {name: message_bytes(RecordDict({name: rec})) for name, rec in content.items()}
+
+
+# Config keys only a cohort message carries (whom it is for, how many users a SuperNode
+# holds): a user's own device would neither send nor receive them, so no user pays for them.
+COHORT_KEYS = ("users", "cohort")
+
+
+def split(content: RecordDict) -> tuple[dict, dict[str, dict]]:
+    """A cohort message's records: those all its users share (unsuffixed names; "config"
+    without COHORT_KEYS), and each user's own ("<record>/<user>"), by user and base name."""
+    shared: dict = {}
+    own: dict[str, dict] = {}
+    for name, record in content.items():
+        base, sep, user = name.partition("/")
+        if sep:
+            own.setdefault(user, {})[base] = record
+        elif isinstance(record, ConfigRecord) and any(k in record for k in COHORT_KEYS):
+            shared[name] = ConfigRecord({k: v for k, v in record.items()
+                                         if k not in COHORT_KEYS})
+        else:
+            shared[name] = record
+    return shared, own
+
+
+def user_view(content: RecordDict, user: str) -> RecordDict:
+    """What `user`'s own device would have sent or received in place of this message: the
+    shared records, and the user's own under their base names (K = 1's message exactly)."""
+    shared, own = split(content)
+    return RecordDict({**shared, **own.get(user, {})})
+
+
+class Cohort:
+    """A message split once into its users' views; each record is serialized once, so
+    charging K users costs what charging the message did (the shared adapter included)."""
+
+    def __init__(self, content: RecordDict) -> None:
+        self.shared, self.own = split(content)
+        self._shared_bytes = record_bytes(RecordDict(self.shared))
+
+    @property
+    def users(self) -> list[str]:
+        """The users the message holds records of, in its order."""
+        return list(self.own)
+
+    def view(self, user: str) -> RecordDict:
+        return RecordDict({**self.shared, **self.own.get(user, {})})
+
+    def view_bytes(self, user: str) -> tuple[int, dict[str, int]]:
+        """message_bytes and record_bytes of `user`'s view (a RecordDict's wire size is the
+        sum of its records' sizes)."""
+        records = {**self._shared_bytes, **record_bytes(RecordDict(self.own.get(user, {})))}
+        return sum(records.values()), records
 
 
 @dataclass

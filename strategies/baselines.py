@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from strategies.cdcda import AugmentationStrategy, MethodResult
-from strategies.exchange import Items, RunStopped, parse_items, reply_metrics
+from strategies.exchange import RunStopped
+from strategies.replies import Items, View, parse_items, reply_metrics
 from tasks.files import load_stored, write_json
 from tasks.structured import check
 
@@ -84,27 +85,30 @@ def load_arrays(path: Path) -> ArrayRecord | None:
         return None
 
 
-def _evaluate_with(s: AugmentationStrategy, grid: Grid, method: str, nodes: list[int],
+def _metrics(view: View) -> dict[str, float]:
+    return reply_metrics(view.content)
+
+
+def _evaluate_with(s: AugmentationStrategy, grid: Grid, method: str, users: list[str],
                    attempt: int, adapter: ArrayRecord, result: MethodResult) -> dict[str, str]:
-    """Send the shared adapter down to each device, which evaluates it on its queries."""
-    msgs = [s._message(n, "evaluate", method, attempt, records={"arrays": adapter})
-            for n in nodes]
-    return s._exchange(grid, msgs, method, attempt, lambda node, reply: reply_metrics(reply),
-                       lambda node, m: s._store(method, s.node_user[node], m, result))
+    """Send the shared adapter down to each device, which evaluates it on its queries
+    (one copy per SuperNode, shared by its users; each user is charged a copy)."""
+    msgs = s._messages(users, "evaluate", method, attempt, records={"arrays": adapter})
+    return s._exchange(grid, msgs, method, attempt, _metrics,
+                       lambda view, m: s._store(method, view.user, m, result))
 
 
-def run_shared_lora(s: AugmentationStrategy, grid: Grid, method: str, nodes: list[int],
+def run_shared_lora(s: AugmentationStrategy, grid: Grid, method: str, users: list[str],
                     attempt: int, result: MethodResult) -> dict[str, str]:
     path = _folder(s, method) / "adapter.npz"
     adapter = load_arrays(path)
     failed: dict[str, str] = {}
     if adapter is None:
         pooled: dict[str, list[dict]] = {}
-        everyone = list(s.node_user)  # the pool is every user's data, done or not
-        msgs = [s._message(n, "query.data", method, attempt) for n in everyone]
+        everyone = s.users  # the pool is every user's data, done or not
+        msgs = s._messages(everyone, "query.data", method, attempt)
         failed.update(s._exchange(grid, msgs, method, attempt, parse_items,
-                                  lambda node, got: pooled.__setitem__(s.node_user[node],
-                                                                       got.items)))
+                                  lambda view, got: pooled.__setitem__(view.user, got.items)))
         if not pooled:
             return failed
         if s.should_stop():
@@ -115,11 +119,11 @@ def run_shared_lora(s: AugmentationStrategy, grid: Grid, method: str, nodes: lis
         save_arrays(path, adapter)
         write_json(_folder(s, method) / "pool.json",
                    {"users": sorted(pooled), "examples": sum(map(len, pooled.values()))})
-    failed.update(_evaluate_with(s, grid, method, nodes, attempt, adapter, result))
+    failed.update(_evaluate_with(s, grid, method, users, attempt, adapter, result))
     return failed
 
 
-def run_fedavg_lora(s: AugmentationStrategy, grid: Grid, method: str, nodes: list[int],
+def run_fedavg_lora(s: AugmentationStrategy, grid: Grid, method: str, users: list[str],
                     attempt: int, result: MethodResult) -> dict[str, str]:
     cfg = s.services.fedavg
     folder = _folder(s, method)
@@ -128,26 +132,25 @@ def run_fedavg_lora(s: AugmentationStrategy, grid: Grid, method: str, nodes: lis
     adapter = load_arrays(folder / "global.npz") if done else None
     if adapter is None:
         done, adapter = 0, s.services.initial_adapter()
-    everyone = sorted(s.node_user)
+    everyone = s.users
     failed: dict[str, str] = {}
     for rnd in range(done, cfg.rounds):
         k = max(1, round(cfg.fraction * len(everyone)))
         picked = sorted(random.Random(f"{s.settings.seed}/fedavg/{rnd}").sample(everyone, k))
         replies: dict[str, RecordDict] = {}
 
-        def commit(node: int, reply: Message, replies=replies) -> None:
-            replies[s.node_user[node]] = reply.content
+        def commit(view: View, content: RecordDict, replies=replies) -> None:
+            replies[view.user] = content
 
-        def parse(node: int, reply: Message) -> Message:
-            if "arrays" not in reply.content:
+        def parse(view: View) -> RecordDict:
+            if "arrays" not in view.content:
                 raise ValueError("a fedavg_lora train reply must carry the adapter 'arrays'")
-            if reply_metrics(reply).get("num-examples", 0) <= 0:
+            if reply_metrics(view.content).get("num-examples", 0) <= 0:
                 raise ValueError("no num-examples to weight the average with")
-            return reply
+            return view.content
 
-        msgs = [s._message(n, "train", method, attempt, records={"arrays": adapter},
+        msgs = s._messages(picked, "train", method, attempt, records={"arrays": adapter},
                            **{"local-steps": cfg.local_steps, "round": rnd})
-                for n in picked]
         round_failed = s._exchange(grid, msgs, method, attempt, parse, commit,
                                    arrays_allowed=True)
         if replies:  # Flower's FedAvg: the example-weighted mean of the clients' adapters,
@@ -164,36 +167,35 @@ def run_fedavg_lora(s: AugmentationStrategy, grid: Grid, method: str, nodes: lis
                                            f"round_{rnd + 1}_participants": len(replies)})
         if s.should_stop():
             raise RunStopped(f"stopped after {method} round {rnd + 1}")
-    failed.update(_evaluate_with(s, grid, method, nodes, attempt, adapter, result))
+    failed.update(_evaluate_with(s, grid, method, users, attempt, adapter, result))
     return failed
 
 
-def run_cloud(s: AugmentationStrategy, grid: Grid, method: str, nodes: list[int],
+def run_cloud(s: AugmentationStrategy, grid: Grid, method: str, users: list[str],
               attempt: int, result: MethodResult) -> dict[str, str]:
     prompts: dict[str, list[str]] = {}
 
-    def commit(node: int, got: Items) -> None:
-        prompts[s.node_user[node]] = got.items
+    def commit(view: View, got: Items) -> None:
+        prompts[view.user] = got.items
 
-    def parse(node: int, reply: Message) -> Items:
-        items = json.loads(str(reply.content["meta"]["items"]))
+    def parse(view: View) -> Items:
+        items = json.loads(str(view.content["meta"]["items"]))
         if not isinstance(items, list) or not all(isinstance(p, str) for p in items):
             raise ValueError("prompts are not a list of strings")
         return Items(items, {"prompt": sum(len(p.encode()) for p in items)})
 
-    msgs = [s._message(n, "query.prompts", method, attempt) for n in nodes]
+    msgs = s._messages(users, "query.prompts", method, attempt)
     failed = s._exchange(grid, msgs, method, attempt, parse, commit)
-    users = sorted(prompts)
-    flat = [p for u in users for p in prompts[u]]
+    asked = sorted(prompts)
+    flat = [p for u in asked for p in prompts[u]]
     answers = s.services.answer(flat) if flat else []
     by_user: dict[str, list] = {}
     i = 0
-    for u in users:
+    for u in asked:
         by_user[u] = answers[i: i + len(prompts[u])]
         i += len(prompts[u])
     send = []
-    for n in nodes:
-        u = s.node_user[n]
+    for u in users:
         if u not in by_user:
             continue
         errors: dict[str, int] = {}
@@ -203,13 +205,12 @@ def run_cloud(s: AugmentationStrategy, grid: Grid, method: str, nodes: list[int]
         if errors:
             s._cloud_failed(method, u, "answers", errors, attempt, failed)
             continue
-        send.append(s._message(n, "evaluate", method, attempt, records={
-            "answers": ConfigRecord({"items": json.dumps(by_user[u])})}))
-    if send:
-        failed.update(s._exchange(grid, send, method, attempt,
-                                  lambda node, reply: reply_metrics(reply),
-                                  lambda node, m: s._store(method, s.node_user[node], m,
-                                                           result)))
+        send.append(u)
+    msgs = s._messages(send, "evaluate", method, attempt, lambda u: {
+        "answers": ConfigRecord({"items": json.dumps(by_user[u])})})
+    if msgs:
+        failed.update(s._exchange(grid, msgs, method, attempt, _metrics,
+                                  lambda view, m: s._store(method, view.user, m, result)))
     return failed
 
 

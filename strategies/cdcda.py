@@ -9,19 +9,22 @@ failure in the failure log, every result stored as it lands. Failed users are re
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flwr.app import Message
+from flwr.app import ConfigRecord
 from flwr.serverapp import Grid
 
 from strategies.accounting import Ledger
-from strategies.exchange import DeviceExchange, Items, RunStopped, parse_items, reply_metrics
+from strategies.exchange import DeviceExchange, RunStopped
 from strategies.failures import FailureLog
+from strategies.replies import Items, View, parse_items, reply_metrics
 from tasks.files import load_stored, write_json
 
 log = logging.getLogger(__name__)
@@ -87,46 +90,58 @@ class AugmentationStrategy(DeviceExchange):
                 return nodes
             time.sleep(0.1)
 
-    def discover(self, grid: Grid, expected: int = 0) -> dict[int, str]:
-        """Learn which user each SuperNode holds (one tiny query per node, retried)."""
-        nodes = self.wait_for_nodes(grid, expected) if expected else sorted(grid.get_node_ids())
-        if expected and len(nodes) != expected:
-            log.warning("%d SuperNodes for experiment.users = %d", len(nodes), expected)
-        found: dict[int, str] = {}
+    @property
+    def users(self) -> list[str]:
+        """The users taking part (sampled), sorted."""
+        return list(self.user_node)
 
-        def commit(node: int, reply: Message) -> None:
-            found[node] = str(reply.content["meta"]["user-id"])
+    def discover(self, grid: Grid, users: int = 0) -> dict[str, int]:
+        """Learn which users each SuperNode holds (one tiny query per node, retried); with
+        `users`, first wait for the ceil(users / cohort) SuperNodes that hold them."""
+        expected = math.ceil(users / self.cohort)
+        nodes = self.wait_for_nodes(grid, expected) if users else sorted(grid.get_node_ids())
+        if users and len(nodes) != expected:
+            log.warning("%d SuperNodes for %d users, %d per SuperNode (expected %d)",
+                        len(nodes), users, self.cohort, expected)
+        found: dict[str, int] = {}
+
+        def commit(view: View, _) -> None:
+            found[view.user] = view.node
 
         todo = list(nodes)
         for attempt in range(self.settings.retries + 1):
             if not todo:
                 break
             msgs = [self._message(n, "query.user", "setup", attempt) for n in todo]
-            self._exchange(grid, msgs, "setup", attempt, lambda node, reply: reply, commit)
-            todo = [n for n in todo if n not in found]
+            failed = self._exchange(grid, msgs, "setup", attempt, lambda view: view, commit)
+            # again: nodes that failed as a whole, or for one of their users
+            again = {self.answered.get(u) for u in failed} | {
+                n for n in todo if f"node-{n}" in failed}
+            todo = [n for n in todo if n in again]
         if not found:
             raise RuntimeError(f"no device answered discovery ({len(nodes)} SuperNodes, "
                                f"runtime.timeout = {self.settings.timeout:g} s); see run.log")
-        users = sorted(found.items(), key=lambda kv: kv[1])
-        if self.settings.sample and self.settings.sample < len(users):
-            picked = random.Random(self.settings.seed).sample(users, self.settings.sample)
-            users = sorted(picked, key=lambda kv: kv[1])
-        self.node_user = dict(users)
-        log.info("%d devices answered; %d users sampled", len(found), len(users))
-        return self.node_user
+        picked = sorted(found)
+        if self.settings.sample and self.settings.sample < len(picked):
+            picked = sorted(random.Random(self.settings.seed).sample(picked,
+                                                                     self.settings.sample))
+        self.user_node = {u: found[u] for u in picked}
+        log.info("%d users on %d SuperNodes answered; %d users sampled", len(found),
+                 len(set(found.values())), len(picked))
+        return self.user_node
 
-    def _pending(self, method: str, result: MethodResult) -> list[int]:
-        """Nodes whose user has no stored result for this method (resume skips the rest)."""
+    def _pending(self, method: str, result: MethodResult) -> list[str]:
+        """Users with no stored result for this method (resume skips the rest)."""
         todo = []
-        for node, user in self.node_user.items():
+        for user in self.user_node:
             stored = load_stored(self._result_path(method, user))
             if stored is not None:
                 result.per_user[user] = stored
             else:
-                todo.append(node)
-        if len(todo) < len(self.node_user):
+                todo.append(user)
+        if len(todo) < len(self.user_node):
             log.info("%s: %d users already done, %d to go", method,
-                     len(self.node_user) - len(todo), len(todo))
+                     len(self.user_node) - len(todo), len(todo))
         return todo
 
     def run_method(self, grid: Grid, method: str) -> MethodResult:
@@ -142,8 +157,8 @@ class AugmentationStrategy(DeviceExchange):
                 log.info("%s: retrying %d users (attempt %d)", method, len(todo), attempt + 1)
             last = attempt == self.settings.retries
             failed = self._attempt(grid, method, todo, attempt, last, result)
-            todo = [n for n in todo if self.node_user[n] in failed]
-            result.failures = {self.node_user[n]: failed[self.node_user[n]] for n in todo}
+            todo = [u for u in todo if u in failed]  # sent again, grouped by node again
+            result.failures = {u: failed[u] for u in todo}
         result.seconds = time.perf_counter() - start
         return result
 
@@ -152,34 +167,37 @@ class AugmentationStrategy(DeviceExchange):
         write_json(self._result_path(method, user), metrics)
         result.per_user[user] = metrics
 
-    def _attempt(self, grid: Grid, method: str, nodes: list[int], attempt: int, last: bool,
+    def _attempt(self, grid: Grid, method: str, users: list[str], attempt: int, last: bool,
                  result: MethodResult) -> dict[str, str]:
         if method in SHARED_METHODS:
             from strategies.baselines import RUNNERS
 
-            return RUNNERS[method](self, grid, method, nodes, attempt, result)
+            return RUNNERS[method](self, grid, method, users, attempt, result)
         failed: dict[str, str] = {}
         synthetic: dict[str, list[dict]] = {}
         fallback: set[str] = set()
+        own = None
         if method == "cdcda":
-            synthetic, fallback = self._synthesise(grid, nodes, attempt, last, failed)
-            nodes = [n for n in nodes if self.node_user[n] in synthetic]
-        kind = "evaluate" if method in BASE_METHODS else "train"
-        msgs = [self._message(n, kind, method, attempt, synthetic.get(self.node_user[n])
-                              if method == "cdcda" else None) for n in nodes]
+            synthetic, fallback = self._synthesise(grid, users, attempt, last, failed)
+            users = [u for u in users if u in synthetic]
 
-        def commit(node: int, metrics: dict[str, float]) -> None:
-            user = self.node_user[node]
-            if user in fallback:
+            def own(user: str) -> dict:
+                return {"synthetic": ConfigRecord({"items": json.dumps(synthetic[user])})}
+
+        kind = "evaluate" if method in BASE_METHODS else "train"
+        msgs = self._messages(users, kind, method, attempt, own)
+
+        def commit(view: View, metrics: dict[str, float]) -> None:
+            if view.user in fallback:
                 metrics["augment-fallback"] = 1.0  # trained real-only: the cloud failed
-            self._store(method, user, metrics, result)
+            self._store(method, view.user, metrics, result)
 
         if msgs:
             failed.update(self._exchange(grid, msgs, method, attempt,
-                                         lambda node, reply: reply_metrics(reply), commit))
+                                         lambda view: reply_metrics(view.content), commit))
         return failed
 
-    def _synthesise(self, grid: Grid, nodes: list[int], attempt: int, last: bool,
+    def _synthesise(self, grid: Grid, users: list[str], attempt: int, last: bool,
                     failed: dict[str, str]) -> tuple[dict[str, list[dict]], set[str]]:
         """Seed round + cloud augmentation, cached per user so a resumed run reuses it.
 
@@ -189,20 +207,20 @@ class AugmentationStrategy(DeviceExchange):
         """
         synthetic: dict[str, list[dict]] = {}
         missing = []
-        for n in nodes:
-            cached = load_stored(self.run_dir / "synthetic" / f"{self.node_user[n]}.json")
+        for user in users:
+            cached = load_stored(self.run_dir / "synthetic" / f"{user}.json")
             if cached is not None and isinstance(cached.get("items"), list):
-                synthetic[self.node_user[n]] = cached["items"]
+                synthetic[user] = cached["items"]
             else:
-                missing.append(n)
+                missing.append(user)
         if not missing:
             return synthetic, set()
         seeds: dict[str, list[dict]] = {}
 
-        def commit(node: int, got: Items) -> None:
-            seeds[self.node_user[node]] = got.items
+        def commit(view: View, got: Items) -> None:
+            seeds[view.user] = got.items
 
-        msgs = [self._message(n, "query.seeds", "cdcda", attempt) for n in missing]
+        msgs = self._messages(missing, "query.seeds", "cdcda", attempt)
         failed.update(self._exchange(grid, msgs, "cdcda", attempt, parse_items, commit))
         if self.should_stop():
             raise RunStopped("stopped before augmentation")

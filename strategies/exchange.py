@@ -4,25 +4,31 @@ The strategies send requests through `DeviceExchange._exchange`: it pushes them,
 replies as they come, rejects garbage and arrays (unless a method allows them), charges
 every exchange to the ledger, logs every failure, and times a device out only once it
 has started the work.
+
+A SuperNode holds `cohort` users (1 by default), so one message serves several: its config
+lists them ("users"), and records of one user are named "<record>/<user>" both ways
+("synthetic/u7" down, "meta/u7", "metrics/u7", "error/u7" up). Each user's part of a reply
+(its view: shared records plus its own under base names) is checked, charged, parsed and
+stored on its own, exactly as a message of its own would be.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
-import re
 import time
+from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
-from strategies.accounting import Exchange, Ledger, message_bytes, record_bytes
+from strategies.accounting import Cohort, Exchange, Ledger
 from strategies.failures import FailureLog
+from strategies.replies import ANSI, Items, View, error_detail, error_reason
 from tasks.files import INFLIGHT_DIR
 
 log = logging.getLogger(__name__)
@@ -32,37 +38,19 @@ class RunStopped(RuntimeError):
     """The run was asked to stop (SIGINT/SIGTERM); everything finished so far is stored."""
 
 
-class BadReply(ValueError):
-    """A reply whose content is not what the protocol says (counted as `bad_reply`)."""
-
-
 @dataclass
 class _Sent:
     node: int
-    user: str
     kind: str
-    down: int
-    records_down: dict[str, int]
+    users: list[str]  # whom the message is for; [] for discovery, whose reply says whom
+    request: Cohort  # split per user, for the ledger
 
-
-def reply_metrics(reply: Message) -> dict[str, float]:
-    """The reply's metrics, all finite numbers, or BadReply."""
-    try:
-        record = reply.content["metrics"]
-    except KeyError:
-        raise BadReply("no metrics record") from None
-    if not isinstance(record, MetricRecord):
-        raise BadReply("'metrics' is not a MetricRecord")
-    out = {}
-    for k, v in record.items():
-        if isinstance(v, list) or not math.isfinite(float(v)):
-            raise BadReply(f"metric '{k}' is not a finite number ({v!r})")
-        out[k] = float(v)
-    return out
+    def whom(self) -> list[str]:
+        return self.users or [f"node-{self.node}"]
 
 
 class DeviceExchange:
-    """The plumbing every strategy shares: `node_user` maps SuperNodes to users."""
+    """The plumbing every strategy shares: `user_node` says which SuperNode holds a user."""
 
     def __init__(self, request: Mapping[str, str | int], run_dir: Path, ledger: Ledger,
                  failures: FailureLog | None, timeout: float,
@@ -73,18 +61,40 @@ class DeviceExchange:
         self.failures = failures or FailureLog()
         self.timeout = timeout
         self.should_stop = should_stop or (lambda: False)
-        self.node_user: dict[int, str] = {}
+        self.user_node: dict[str, int] = {}  # the users taking part, sorted
+        self.answered: dict[str, int] = {}  # every user a discovery reply named, and its node
+
+    @property
+    def cohort(self) -> int:
+        return int(self.request.get("cohort", 1))
 
     def _message(self, node: int, kind: str, method: str, attempt: int = 0,
-                 synthetic: list[dict] | None = None, records: Mapping | None = None,
-                 **config) -> Message:
+                 users: list[str] | None = None, own: Mapping[str, Mapping] | None = None,
+                 records: Mapping | None = None, **config) -> Message:
+        """A request to one SuperNode for `users` (None: discovery, where the device says
+        whom it holds); `records` are shared by them, `own[user]` are one user's records."""
         config = {**self.request, "method": method, "attempt": attempt, **config}
+        if users is not None:
+            config["users"] = json.dumps(users)
         content = RecordDict({"config": ConfigRecord(config)})
-        if synthetic is not None:
-            content["synthetic"] = ConfigRecord({"items": json.dumps(synthetic)})
         for name, record in (records or {}).items():
             content[name] = record
+        for user, mine in (own or {}).items():
+            for name, record in mine.items():
+                content[f"{name}/{user}"] = record
         return Message(content=content, dst_node_id=node, message_type=kind)
+
+    def _messages(self, users: list[str], kind: str, method: str, attempt: int = 0,
+                  own: Callable[[str], Mapping] | None = None, records: Mapping | None = None,
+                  **config) -> list[Message]:
+        """One request per SuperNode holding some of `users`; `own(user)` gives the records
+        of one user (its synthetic data, its answers)."""
+        by_node: dict[int, list[str]] = defaultdict(list)
+        for user in users:
+            by_node[self.user_node[user]].append(user)
+        return [self._message(node, kind, method, attempt, mine,
+                              {u: own(u) for u in mine} if own else None, records, **config)
+                for node, mine in by_node.items()]
 
     def _fail(self, method: str, user: str, kind: str, detail: str, attempt: int,
               failed: dict[str, str], **extra) -> None:
@@ -94,25 +104,25 @@ class DeviceExchange:
         log.info("%s: user %s failed (%s): %s", method, user, kind, detail)
 
     def _exchange(self, grid: Grid, messages: list[Message], method: str, attempt: int,
-                  parse: Callable[[int, Message], object],
-                  commit: Callable[[int, object], None],
+                  parse: Callable[[View], object],
+                  commit: Callable[[View, object], None],
                   arrays_allowed: bool = False) -> dict[str, str]:
         """Push messages and handle replies as they come; returns failures by user.
 
-        `parse` checks a reply (raising BadReply or anything else for garbage); the
-        exchange goes to the ledger; then `commit` stores what it carried. A device's
-        timeout counts from when it starts the work (it drops a marker file named after
-        the message), so users queued behind busy workers never time out for waiting;
-        if nothing starts or replies for `timeout` seconds the rest are timed out too.
+        For each user of a reply, `parse` checks its view (raising BadReply or anything
+        else for garbage); the user's exchange goes to the ledger; then `commit` stores
+        what it carried. A device's timeout counts from when it starts the work (it drops
+        a marker file named after the message), so users queued behind busy workers never
+        time out for waiting; if nothing starts or replies for `timeout` seconds the rest
+        are timed out too. A message's failure (error, timeout) is each of its users'.
         """
         timeout = self.timeout
         sent: dict[str, _Sent] = {}
         ids = grid.push_messages(messages)
         for mid, msg in zip(ids, messages):
-            node = msg.metadata.dst_node_id
-            sent[mid] = _Sent(node, self.node_user.get(node, f"node-{node}"),
-                              msg.metadata.message_type, message_bytes(msg.content),
-                              record_bytes(msg.content))
+            users = json.loads(str(msg.content["config"].get("users", "[]")))
+            sent[mid] = _Sent(msg.metadata.dst_node_id, msg.metadata.message_type, users,
+                              Cohort(msg.content))
         failed: dict[str, str] = {}
         started: dict[str, float] = {}
         inflight = self.run_dir / INFLIGHT_DIR
@@ -143,6 +153,7 @@ class DeviceExchange:
                     for mid in list(sent):
                         self._timeout(method, attempt, sent.pop(mid), failed,
                                       f"nothing started or replied for {timeout:g} s")
+                        started.pop(mid, None)
             if sent and not replies:
                 time.sleep(0.05)
         for mid in ids:
@@ -152,41 +163,65 @@ class DeviceExchange:
     def _handle(self, method: str, attempt: int, s: _Sent, reply: Message,
                 parse: Callable, commit: Callable, failed: dict[str, str],
                 arrays_allowed: bool = False) -> None:
-        entry = Exchange(method, s.kind, s.user, "ok", s.down, 0, s.records_down)
-        if reply.has_error():
+        if reply.has_error():  # the whole message failed: each of its users did
+            reason = ANSI.sub("", str(reply.error.reason))
+            for user in s.whom():
+                down, records_down = s.request.view_bytes(user)
+                self.ledger.record(Exchange(method, s.kind, user, "error", down, 0,
+                                            records_down))
+                self._fail(method, user, "device_error", error_detail(reason), attempt,
+                           failed, trace=reason[-2000:])
+            return
+        answer = Cohort(reply.content)
+        if s.users:
+            extra = set(answer.users) - set(s.users)
+            if extra:  # not charged to anyone: no user's own device would have sent them
+                log.info("%s: a reply from node %d has records of users it was not asked "
+                         "about (%s)", method, s.node, ", ".join(sorted(extra)[:3]))
+        users = s.users or answer.users or s.whom()  # discovery: whom the reply names
+        for user in users:
+            if s.kind == "query.user" and user in answer.own:
+                self.answered[user] = s.node
+            self._handle_user(method, attempt, s, View(s.node, user, answer.view(user)),
+                              answer.view_bytes(user), parse, commit, failed, arrays_allowed)
+
+    def _handle_user(self, method: str, attempt: int, s: _Sent, view: View,
+                     up: tuple[int, dict[str, int]], parse: Callable, commit: Callable,
+                     failed: dict[str, str], arrays_allowed: bool) -> None:
+        """One user's part of a reply: checked, charged, parsed and stored on its own."""
+        down, records_down = s.request.view_bytes(view.user)
+        entry = Exchange(method, s.kind, view.user, "ok", down, up[0], records_down, up[1])
+        content = view.content
+        if "error" in content:  # this user's work failed on the device; the others' did not
             entry.outcome = "error"
             self.ledger.record(entry)
-            reason = _ANSI.sub("", str(reply.error.reason))
-            self._fail(method, s.user, "device_error", _error_detail(reason), attempt, failed,
-                       trace=reason[-2000:])
+            self._fail(method, view.user, "device_error", error_reason(content["error"]),
+                       attempt, failed)
             return
-        entry.up, entry.records_up = message_bytes(reply.content), record_bytes(reply.content)
         parsed, kind, detail = None, None, ""
         try:
-            user = str(reply.content["meta"]["user-id"])
+            user = str(content["meta"]["user-id"])
         except (KeyError, TypeError):
             kind, detail = "bad_reply", "no meta record with a user-id"
         else:
-            if s.kind == "query.user":
-                s.user = entry.user = user
-            elif user != s.user:
+            if user != view.user:
                 kind, detail = "bad_reply", f"reply claims user '{user}'"
-        if kind is None and reply.content.array_records and not arrays_allowed:
+        if kind is None and content.array_records and not arrays_allowed:
             kind, detail = "arrays", "reply carries arrays (weights never leave the device)"
         if kind is None:
             try:
-                parsed = parse(s.node, reply)
+                parsed = parse(view)
             except Exception as err:  # garbage must not end the run: counted instead
                 kind, detail = "bad_reply", f"{type(err).__name__}: {err}"
         if kind is not None:
             entry.outcome = "rejected" if kind == "arrays" else "bad_reply"
             self.ledger.record(entry)
-            self._fail(method, s.user, kind, detail, attempt, failed)
+            self._fail(method, view.user, kind, detail, attempt, failed)
             return
         if isinstance(parsed, Items):
             entry.fields_up = parsed.field_bytes
         self.ledger.record(entry)  # before the result: a kill in between redoes the user
-        commit(s.node, parsed)
+        commit(view, parsed)
 
     def _cloud_failed(self, method: str, user: str, what: str, causes: Mapping[str, int],
                       attempt: int, failed: dict[str, str]) -> None:
@@ -197,40 +232,11 @@ class DeviceExchange:
 
     def _timeout(self, method: str, attempt: int, s: _Sent, failed: dict[str, str],
                  detail: str) -> None:
-        self.ledger.record(Exchange(method, s.kind, s.user, "timeout", s.down, 0,
-                                    s.records_down))
-        self._fail(method, s.user, "timeout", detail, attempt, failed)
-
-
-@dataclass
-class Items:
-    items: list[dict]
-    field_bytes: dict[str, int]
-
-
-def parse_items(node: int, reply: Message) -> Items:
-    """The seed items a device sent, checked, with the bytes of each field that left."""
-    items = json.loads(str(reply.content["meta"]["items"]))
-    if not isinstance(items, list) or not all(
-            isinstance(it, dict) and all(isinstance(v, str) for v in it.values())
-            for it in items):
-        raise BadReply("seed items are not a list of objects of strings")
-    field_bytes: dict[str, int] = {}
-    for it in items:
-        for name, value in it.items():
-            field_bytes[name] = field_bytes.get(name, 0) + len(value.encode())
-    return Items(items, field_bytes)
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def _error_detail(reason: str) -> str:
-    """The device's own error message out of Flower's and Ray's wrapping of it."""
-    if "Message: " in reason:  # ClientAppException: ... occurred. Message: <the error>
-        return reason.rsplit("Message: ", 1)[1].strip().removesuffix("'>").strip()
-    lines = [ln.strip() for ln in reason.splitlines() if ln.strip()]
-    return lines[-1].removesuffix("'>") if lines else reason
+        for user in s.whom():
+            down, records_down = s.request.view_bytes(user)
+            self.ledger.record(Exchange(method, s.kind, user, "timeout", down, 0,
+                                        records_down))
+            self._fail(method, user, "timeout", detail, attempt, failed)
 
 
 def _started_ids(inflight: Path, sent: Mapping[str, object], started: Mapping[str, float]

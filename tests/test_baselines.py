@@ -22,10 +22,11 @@ def server_identity(monkeypatch):
 
 
 def _reply(msg, node, metrics, arrays=None, **meta):
-    content = RecordDict({"meta": ConfigRecord({"user-id": f"u{node}", **meta}),
-                          "metrics": MetricRecord(metrics)})
+    user = f"u{node}"
+    content = RecordDict({f"meta/{user}": ConfigRecord({"user-id": user, **meta}),
+                          f"metrics/{user}": MetricRecord(metrics)})
     if arrays is not None:
-        content["arrays"] = arrays
+        content[f"arrays/{user}"] = arrays
     return Message(content=content, reply_to=msg)
 
 
@@ -127,7 +128,7 @@ def test_cloud_answers_each_users_own_prompts_and_failures_are_cloud_errors(tmp_
             return _reply(msg, node, {"num-queries": 2},
                           items=json.dumps([f"q{node}a", f"q{node}b"]))
         if kind == "evaluate":
-            scored[node] = json.loads(msg.content["answers"]["items"])
+            scored[node] = json.loads(msg.content[f"answers/u{node}"]["items"])
         return _reply(msg, node, {"accuracy": 1.0})
 
     def answer(prompts):

@@ -38,6 +38,7 @@ def test_resolved_config_round_trips(tmp_path):
     ("nonsense", "--set 'nonsense' must look like section.key=value"),
     ("data.noise=5", "data.noise must be in [0, 1), got 5"),
     ("runtime.retries=-1", "runtime.retries must be >= 0"),
+    ("runtime.cohort=0", "runtime.cohort must be >= 1"),
     ("faults.device.crash=1.5", "faults.device.crash must be a share in [0, 1]"),
     ("augment.fallback=maybe", "augment.fallback"),
 ])

@@ -117,7 +117,7 @@ def test_the_device_reply_carries_only_allowed_fields(tags_data, tmp_path, monke
     msg.metadata.__dict__["_message_id"] = "m1"
     ctx = Context(run_id=1, node_id=1, node_config={"partition-id": 0}, state=RecordDict(),
                   run_config={})
-    items = json.loads(app(msg, ctx).content["meta"]["items"])
+    items = json.loads(app(msg, ctx).content["meta/u0"]["items"])
     assert len(items) == 3 and all(set(it) == {"description"} for it in items)
 
 

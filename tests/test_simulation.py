@@ -15,9 +15,16 @@ def _run(out, *extra):
     return main(["run", "--config", "configs/tiny.toml", "--out", str(out), *extra])
 
 
-def test_four_users_through_flower_on_ray_then_resume(tmp_path, capsys):
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """The tiny config's run, one user per SuperNode; shared by the tests of this module."""
+    out = tmp_path_factory.mktemp("k1") / "run"
     assert _run(out) == 0
+    return out
+
+
+def test_four_users_through_flower_on_ray_then_resume(tiny_run):
+    out = tiny_run
     summary = json.loads((out / "summary.json").read_text())
     assert summary["users"] == ["u0", "u1", "u2", "u3"]
     assert set(summary["methods"]) == {"zero_shot", "profile_prompt", "local_real", "cdcda",
@@ -65,6 +72,42 @@ def test_four_users_through_flower_on_ray_then_resume(tmp_path, capsys):
     assert without_measurements(again) == without_measurements(summary)
     assert again["sessions"] == 2
     assert "CDCDA_RUN_DIR" not in os.environ  # the run's settings do not leak out
+
+
+def test_a_cohort_of_three_users_per_supernode_changes_nothing_a_user_sees(
+        tiny_run, tmp_path_factory):
+    """runtime.cohort = 3: 2 SuperNodes for 4 users; each user gets its result, is charged
+    what it was charged with a SuperNode of its own, and what no training touches (base
+    model, profile prompt, cloud) comes out identical."""
+    from strategies.accounting import charged
+
+    out = tmp_path_factory.mktemp("k3") / "run"  # as long as tiny_run's: same config bytes
+    assert len(str(out)) == len(str(tiny_run))
+    assert _run(out, "--set", "runtime.cohort=3") == 0
+    assert "4 users on 2 SuperNodes answered" in (out / "run.log").read_text()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "ok"
+    for name, method in summary["methods"].items():
+        assert set(method["per_user"]) == {"u0", "u1", "u2", "u3"}, name
+
+    def charges(run):
+        entries = [json.loads(x) for x in (run / "ledger.jsonl").read_text().splitlines()]
+        return {(e["method"], e["kind"], e["user"]): e for e in charged(entries)}
+
+    alone, cohort = charges(tiny_run), charges(out)
+    assert len(alone) == 4 * 12  # discovery + the seven methods' kinds, for every user
+    assert cohort.keys() == alone.keys()
+    for key, entry in alone.items():  # bytes both ways, per record, and seed fields
+        assert cohort[key] == entry, key
+
+    def results(run, method):
+        return {u: {k: v for k, v in json.loads((run / "results" / method / f"{u}.json")
+                                                .read_text()).items()
+                    if not k.endswith(("seconds", "per-second"))}
+                for u in ("u0", "u1", "u2", "u3")}
+
+    for method in ("zero_shot", "profile_prompt", "cloud"):
+        assert results(out, method) == results(tiny_run, method), method
 
 
 def test_flwr_run_dot_runs_the_same_apps(tmp_path):

@@ -49,12 +49,22 @@ class ScriptedGrid:
         return out
 
 
-def _reply(msg, user, metrics, arrays=False):
-    content = RecordDict({"meta": ConfigRecord({"user-id": user}),
-                          "metrics": MetricRecord(metrics)})
+def _records(user, metrics, arrays=False, **meta):
+    """One user's records in a reply, named "<record>/<user>" (clients/protocol.py)."""
+    out = {f"meta/{user}": ConfigRecord({"user-id": user, **meta}),
+           f"metrics/{user}": MetricRecord(metrics)}
     if arrays:
-        content["weights"] = ArrayRecord(numpy_ndarrays=[np.ones(4, dtype=np.float32)])
-    return Message(content=content, reply_to=msg)
+        out[f"weights/{user}"] = ArrayRecord(numpy_ndarrays=[np.ones(4, dtype=np.float32)])
+    return out
+
+
+def _reply(msg, user, metrics, arrays=False, **meta):
+    return Message(content=RecordDict(_records(user, metrics, arrays, **meta)), reply_to=msg)
+
+
+def _users(msg):
+    """The users a request is for (none for discovery)."""
+    return json.loads(msg.content["config"].get("users", "[]"))
 
 
 def _strategy(tmp_path, augmenter=None, timeout=2.0, retries=0, **settings):
@@ -89,7 +99,8 @@ def test_error_timeout_and_garbage_are_counted_and_the_rest_finishes(tmp_path):
         if node == 2:
             return None  # a device that never answers
         if node == 3:  # garbage: no meta record
-            return Message(content=RecordDict({"x": MetricRecord({"a": 1.0})}), reply_to=msg)
+            return Message(content=RecordDict({"metrics/u3": MetricRecord({"a": 1.0})}),
+                           reply_to=msg)
         return _reply(msg, f"u{node}", {"accuracy": 0.5})
 
     s = _strategy(tmp_path, timeout=0.3)
@@ -127,11 +138,9 @@ def test_cdcda_sends_each_user_only_its_own_synthetic_data(tmp_path):
         kind = msg.metadata.message_type
         if kind == "query.seeds":
             seeds = [{"description": f"seed of u{node}", "tag": "comedy"}]
-            return Message(content=RecordDict({
-                "meta": ConfigRecord({"user-id": f"u{node}", "items": json.dumps(seeds)}),
-                "metrics": MetricRecord({"num-seeds": 1})}), reply_to=msg)
+            return _reply(msg, f"u{node}", {"num-seeds": 1}, items=json.dumps(seeds))
         if kind == "train":
-            got[node] = json.loads(msg.content["synthetic"]["items"])
+            got[node] = json.loads(msg.content[f"synthetic/u{node}"]["items"])
         return _reply(msg, f"u{node}", {"accuracy": 1.0})
 
     def augmenter(seeds, attempt):
@@ -243,9 +252,7 @@ def test_failed_devices_are_retried_and_the_failure_stays_in_the_log(tmp_path):
 def _seeds_reply(msg, node, fields=("description", "tag")):
     seed = {"description": f"seed of u{node}", "tag": "comedy"}
     items = [{f: seed[f] for f in fields}]
-    return Message(content=RecordDict({
-        "meta": ConfigRecord({"user-id": f"u{node}", "items": json.dumps(items)}),
-        "metrics": MetricRecord({"num-seeds": 1})}), reply_to=msg)
+    return _reply(msg, f"u{node}", {"num-seeds": 1}, items=json.dumps(items))
 
 
 @pytest.mark.parametrize("fallback", ["none", "real_only"])
@@ -258,7 +265,7 @@ def test_a_user_whose_augmentation_failed_is_not_cached_nor_silently_trained(tmp
         if kind == "query.seeds":
             return _seeds_reply(msg, node)
         if kind == "train":
-            trained[node] = json.loads(msg.content["synthetic"]["items"])
+            trained[node] = json.loads(msg.content[f"synthetic/u{node}"]["items"])
         return _reply(msg, f"u{node}", {"accuracy": 1.0})
 
     def augmenter(seeds, attempt):  # the cloud fails every request of u2
@@ -384,3 +391,164 @@ def test_bytes_are_the_wire_size_a_payload_adds_exactly_its_own_length():
     a = ArrayRecord(numpy_ndarrays=[np.zeros(1000, dtype=np.float32)])
     b = ArrayRecord(numpy_ndarrays=[np.zeros(2000, dtype=np.float32)])
     assert message_bytes(RecordDict({"w": b})) - message_bytes(RecordDict({"w": a})) == 4000
+
+
+# --- cohorts: a SuperNode holding several users --------------------------------------------
+class CohortGrid(ScriptedGrid):
+    """SuperNodes holding several users each (`holds`: node -> users); `answer(user, msg)`
+    gives one user's records (None: that user sends nothing). Discovery names every user."""
+
+    def __init__(self, holds, answer):
+        def behaviour(node, msg):
+            if msg.metadata.message_type == "query.user":
+                users, answer_ = holds[node], lambda u, m: _records(u, {"num-profile": 1})
+            else:
+                users, answer_ = _users(msg), answer
+            content = RecordDict()
+            for user in users:
+                for name, record in (answer_(user, msg) or {}).items():
+                    content[name] = record
+            return Message(content=content, reply_to=msg)
+
+        super().__init__(list(holds), behaviour)
+
+
+def _error(user, reason):
+    return {f"error/{user}": ConfigRecord({"reason": reason})}
+
+
+def test_a_users_view_is_its_own_message_at_cohort_one():
+    from strategies.accounting import Cohort, record_bytes, user_view
+
+    adapter = ArrayRecord(numpy_ndarrays=[np.ones(8, dtype=np.float32)])
+    s = AugmentationStrategy({"task": "LaMP-2", "cohort": 3}, ".", None, Ledger(None))
+    cohort = s._message(7, "train", "cdcda", 1, ["u1", "u2"], own={
+        "u1": {"synthetic": ConfigRecord({"items": "[1]"})},
+        "u2": {"synthetic": ConfigRecord({"items": "[2, 2]"})}}, records={"arrays": adapter})
+    alone = AugmentationStrategy({"task": "LaMP-2"}, ".", None, Ledger(None))._message(
+        7, "train", "cdcda", 1, records={"arrays": adapter})
+    alone.content["synthetic"] = ConfigRecord({"items": "[2, 2]"})
+    view = user_view(cohort.content, "u2")
+    assert set(view) == {"config", "arrays", "synthetic"}
+    assert "users" not in view["config"] and "cohort" not in view["config"]
+    assert view["synthetic"]["items"] == "[2, 2]"
+    assert message_bytes(view) == message_bytes(alone.content)  # u2's own device's message
+    assert record_bytes(view) == record_bytes(alone.content)
+    for user in ("u1", "u2"):  # charging from the split costs one serialization per record
+        assert Cohort(cohort.content).view_bytes(user) == (
+            message_bytes(user_view(cohort.content, user)),
+            record_bytes(user_view(cohort.content, user)))
+    # a reply: each user's records renamed; another user's never in its view
+    reply = RecordDict({**_records("u1", {"a": 1.0}), **_records("u2", {"a": 2.0})})
+    assert set(user_view(reply, "u1")) == {"meta", "metrics"}
+    assert user_view(reply, "u1")["metrics"]["a"] == 1.0
+
+
+def _charges(ledger):
+    from strategies.accounting import charged
+
+    return sorted((e["method"], e["kind"], e["user"], e["outcome"], e["down"], e["up"],
+                   sorted(e.get("records_down", {}).items()),
+                   sorted(e.get("records_up", {}).items()), sorted(e.get("fields_up", {}).items()))
+                  for e in charged(ledger.entries))
+
+
+def test_each_user_is_charged_what_its_own_device_would_send_and_receive(tmp_path):
+    """The same users, one per SuperNode and three per SuperNode: the same ledger."""
+    def answer(user, msg):
+        kind = msg.metadata.message_type
+        if kind == "query.seeds":
+            seeds = [{"description": f"seed of {user}" * (int(user[1:]) + 1), "tag": "x"}]
+            return _records(user, {"num-seeds": 1}, items=json.dumps(seeds))
+        return _records(user, {"accuracy": 1.0, "num-examples": 3.0}, method="cdcda")
+
+    def augmenter(seeds, attempt):
+        items = {u: [{"description": "made for " + s[0]["description"], "tag": "x"}] * 2
+                 for u, s in seeds.items()}
+        return items, {u: {"kept": 2} for u in seeds}, {}
+
+    users = ["u0", "u1", "u2", "u3"]
+    ledgers = {}
+    for k, holds in ((1, {i + 1: [u] for i, u in enumerate(users)}),
+                     (3, {1: users[:3], 2: users[3:]})):
+        run = tmp_path / f"k{k}"
+        s = AugmentationStrategy({"task": "LaMP-2", "cohort": k}, run, augmenter,
+                                 Ledger(run / "ledger.jsonl"), settings=StrategySettings())
+        grid = CohortGrid(holds, answer)
+        s.discover(grid)
+        for method in ("zero_shot", "cdcda"):
+            res = s.run_method(grid, method)
+            assert set(res.per_user) == set(users) and not res.failures
+        ledgers[k] = _charges(s.ledger)
+    sent = [(m.metadata.message_type, _users(m)) for m in grid.sent]  # at K = 3
+    assert ("train", ["u0", "u1", "u2"]) in sent  # one message for a node's three users
+    assert len(ledgers[1]) == 4 * 4  # setup, evaluate, seeds, train for every user
+    assert ledgers[3] == ledgers[1]
+
+
+def test_one_user_of_a_cohort_fails_and_only_that_user_is_retried(tmp_path):
+    def answer(user, msg):
+        attempt = msg.content["config"]["attempt"]
+        if user == "u1" and attempt == 0:  # the device's work for u1 alone failed
+            return _error(user, "RuntimeError: out of memory")
+        if user == "u3":  # garbage from u3, every time
+            return _records(user, {"accuracy": float("nan")})
+        return _records(user, {"accuracy": 1.0})
+
+    s = _strategy(tmp_path, retries=1)
+    grid = CohortGrid({1: ["u0", "u1", "u2"], 2: ["u3"]}, answer)
+    s.discover(grid)
+    assert s.user_node == {"u0": 1, "u1": 1, "u2": 1, "u3": 2}
+    res = s.run_method(grid, "local_real")
+    assert set(res.per_user) == {"u0", "u1", "u2"} and list(res.failures) == ["u3"]
+    nan = "BadReply: metric 'accuracy' is not a finite number (nan)"
+    log = [(f["user"], f["kind"], f["attempt"], f["detail"]) for f in s.failures.entries]
+    assert log == [("u1", "device_error", 0, "RuntimeError: out of memory"),
+                   ("u3", "bad_reply", 0, nan), ("u3", "bad_reply", 1, nan)]
+    retry = [(m.metadata.dst_node_id, _users(m)) for m in grid.sent
+             if m.metadata.message_type == "train" and m.content["config"]["attempt"] == 1]
+    assert retry == [(1, ["u1"]), (2, ["u3"])]  # the failed users only, grouped by node
+    errors = [e for e in s.ledger.entries if e["outcome"] == "error"]
+    assert [(e["user"], set(e["records_up"])) for e in errors] == [("u1", {"error"})]
+
+
+def test_a_whole_message_failing_fails_each_of_its_users(tmp_path):
+    def behaviour(node, msg):
+        if msg.metadata.message_type == "query.user":
+            return Message(content=RecordDict({
+                **_records(f"u{node}a", {}), **_records(f"u{node}b", {})}), reply_to=msg)
+        if node == 1:
+            return Message(Error(code=0, reason="ClientAppException occurred. Message: boom"),
+                           reply_to=msg)
+        return None  # node 2 never answers
+
+    s = _strategy(tmp_path, timeout=0.3)
+    grid = ScriptedGrid([1, 2], behaviour)
+    s.discover(grid)
+    res = s.run_method(grid, "zero_shot")
+    assert res.failures == {"u1a": "device_error: boom", "u1b": "device_error: boom",
+                            "u2a": res.failures["u2a"], "u2b": res.failures["u2b"]}
+    assert res.failures["u2a"].startswith("timeout") and res.failures["u2b"] == res.failures[
+        "u2a"]
+    charged = [(e["user"], e["outcome"]) for e in s.ledger.entries if e["method"] == "zero_shot"]
+    assert sorted(charged) == [("u1a", "error"), ("u1b", "error"), ("u2a", "timeout"),
+                               ("u2b", "timeout")]
+
+
+def test_discovery_asks_a_node_again_when_one_of_its_users_failed(tmp_path):
+    asked = []
+
+    def behaviour(node, msg):
+        attempt = msg.content["config"]["attempt"]
+        asked.append((node, attempt))
+        records = {**_records("u0", {}), **_records("u1", {})} if node == 1 else \
+            _records("u2", {})
+        if node == 1 and attempt == 0:
+            records["meta/u1"]["user-id"] = "someone-else"  # garbage for u1
+        return Message(content=RecordDict(records), reply_to=msg)
+
+    s = _strategy(tmp_path, retries=1)
+    s.discover(ScriptedGrid([1, 2], behaviour))
+    assert asked == [(1, 0), (2, 0), (1, 1)]
+    assert s.user_node == {"u0": 1, "u1": 1, "u2": 2}
+    assert [(f["user"], f["kind"]) for f in s.failures.entries] == [("u1", "bad_reply")]
