@@ -104,6 +104,7 @@ class Exchange:
     records_down: dict[str, int] = field(default_factory=dict)
     records_up: dict[str, int] = field(default_factory=dict)
     fields_up: dict[str, int] = field(default_factory=dict)  # seed fields that left, bytes
+    round: int = 0  # fedavg_lora's rounds: each one is traffic of its own
 
     def to_json(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if v or k in ("down", "up")}
@@ -160,12 +161,13 @@ class Ledger:
 
 def charged(entries: Iterable[Mapping]) -> list[Mapping]:
     """The exchanges a run is charged for: every failed one, and the last successful one
-    per (method, kind, user): a repeat caused only by resuming is not traffic twice."""
+    per (method, kind, user, round): a repeat caused only by resuming is not traffic twice,
+    while each of fedavg_lora's rounds is."""
     entries = list(entries)
     last_ok: dict[tuple, int] = {}
     for i, e in enumerate(entries):
         if e.get("outcome", "ok") == "ok":
-            last_ok[(e["method"], e["kind"], e["user"])] = i
+            last_ok[(e["method"], e["kind"], e["user"], e.get("round", 0))] = i
     keep = set(last_ok.values())
     return [e for i, e in enumerate(entries) if e.get("outcome", "ok") != "ok" or i in keep]
 

@@ -44,6 +44,7 @@ class _Sent:
     kind: str
     users: list[str]  # whom the message is for; [] for discovery, whose reply says whom
     request: Cohort  # split per user, for the ledger
+    round: int = 0  # fedavg_lora's round, for the ledger
 
     def whom(self) -> list[str]:
         return self.users or [f"node-{self.node}"]
@@ -122,7 +123,7 @@ class DeviceExchange:
         for mid, msg in zip(ids, messages):
             users = json.loads(str(msg.content["config"].get("users", "[]")))
             sent[mid] = _Sent(msg.metadata.dst_node_id, msg.metadata.message_type, users,
-                              Cohort(msg.content))
+                              Cohort(msg.content), int(msg.content["config"].get("round", 0)))
         failed: dict[str, str] = {}
         started: dict[str, float] = {}
         inflight = self.run_dir / INFLIGHT_DIR
@@ -168,7 +169,7 @@ class DeviceExchange:
             for user in s.whom():
                 down, records_down = s.request.view_bytes(user)
                 self.ledger.record(Exchange(method, s.kind, user, "error", down, 0,
-                                            records_down))
+                                            records_down, round=s.round))
                 self._fail(method, user, "device_error", error_detail(reason), attempt,
                            failed, trace=reason[-2000:])
             return
@@ -190,7 +191,8 @@ class DeviceExchange:
                      failed: dict[str, str], arrays_allowed: bool) -> None:
         """One user's part of a reply: checked, charged, parsed and stored on its own."""
         down, records_down = s.request.view_bytes(view.user)
-        entry = Exchange(method, s.kind, view.user, "ok", down, up[0], records_down, up[1])
+        entry = Exchange(method, s.kind, view.user, "ok", down, up[0], records_down, up[1],
+                         round=s.round)
         content = view.content
         if "error" in content:  # this user's work failed on the device; the others' did not
             entry.outcome = "error"
@@ -235,7 +237,7 @@ class DeviceExchange:
         for user in s.whom():
             down, records_down = s.request.view_bytes(user)
             self.ledger.record(Exchange(method, s.kind, user, "timeout", down, 0,
-                                        records_down))
+                                        records_down, round=s.round))
             self._fail(method, user, "timeout", detail, attempt, failed)
 
 

@@ -80,6 +80,10 @@ def test_fedavg_global_adapter_is_the_example_weighted_mean_and_traffic_adds_up(
     assert len(train) == rounds * 3
     assert sum(e["records_down"]["arrays"] for e in train) == rounds * 3 * adapter
     assert sum(e["records_up"]["arrays"] for e in train) == rounds * 3 * adapter
+    # and the run is charged every round (a round is not a resumed repeat of the last)
+    charged = s.ledger.summary("fedavg_lora")
+    assert charged["by_kind"]["train"]["messages"] == rounds * 3
+    assert charged["by_record"]["arrays"]["up"] == rounds * 3 * adapter
     # the arrays guard is off for fedavg_lora's train replies only
     assert not [f for f in s.failures.entries if f["kind"] == "arrays"]
 

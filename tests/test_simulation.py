@@ -92,10 +92,11 @@ def test_a_cohort_of_three_users_per_supernode_changes_nothing_a_user_sees(
 
     def charges(run):
         entries = [json.loads(x) for x in (run / "ledger.jsonl").read_text().splitlines()]
-        return {(e["method"], e["kind"], e["user"]): e for e in charged(entries)}
+        return {(e["method"], e["kind"], e["user"], e.get("round", 0)): e
+                for e in charged(entries)}
 
     alone, cohort = charges(tiny_run), charges(out)
-    assert len(alone) == 4 * 12  # discovery + the seven methods' kinds, for every user
+    assert len(alone) == 4 * 13  # discovery, the seven methods' kinds, fedavg's 2nd round
     assert cohort.keys() == alone.keys()
     for key, entry in alone.items():  # bytes both ways, per record, and seed fields
         assert cohort[key] == entry, key
