@@ -24,10 +24,11 @@ from tasks.files import write_json
 
 
 def adapter_state(rt: DeviceRuntime) -> dict[str, torch.Tensor]:
-    """The LoRA weights of the device's adapter slot, by peft's state-dict names."""
+    """A copy of the LoRA weights in the device's adapter slot, by peft's state-dict names
+    (a copy: the slot is re-used for the next user)."""
     from peft import get_peft_model_state_dict
 
-    return {k: v.detach().cpu().contiguous() for k, v in
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in
             get_peft_model_state_dict(rt.model).items()}
 
 
