@@ -5,7 +5,6 @@ Flower-free, so it can be driven from the ClientApp, tests and benchmarks alike.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import time
@@ -14,12 +13,13 @@ from pathlib import Path
 
 import torch
 
-from clients.inference import generate, peak_memory_mb
+from clients import cohort
+from clients.cohort_trainer import CohortJob
+from clients.inference import GenerationReport, peak_memory_mb
 from clients.node import serving_node
 from clients.retrieval import profile_prompt
 from clients.settings import DeviceSettings
 from clients.storage import adapter_dir, save_adapter
-from clients.trainer import train_lora
 from models import PromptFormatter, load_model
 from tasks import LampData, Task, UserData, load_lamp_dir
 from tasks.files import write_json
@@ -89,82 +89,107 @@ def _queries(user: UserData, settings: DeviceSettings):
     return q[: settings.eval.max_queries] if settings.eval.max_queries else q
 
 
-def evaluate_user(rt: DeviceRuntime, task: Task, user: UserData, settings: DeviceSettings,
-                  method: str, run_dir: Path | None, use_adapter: bool) -> dict[str, float]:
-    """Answer the user's held-out queries on the device and score them."""
-    queries = _queries(user, settings)
-    prompts = [q.prompt for q in queries]
+def _prompts(task: Task, user: UserData, settings: DeviceSettings, method: str) -> list[str]:
+    prompts = [q.prompt for q in _queries(user, settings)]
     if method == "profile_prompt":
         prompts = [profile_prompt(task, p, user.profile, settings.eval.profile_k) for p in prompts]
-    max_new = settings.eval.max_new_tokens or task.max_new_tokens
-    ctx = rt.model.disable_adapter() if not use_adapter else contextlib.nullcontext()
-    with ctx:
-        report = generate(rt.model, rt.tokenizer, rt.formatter, prompts, max_new,
-                          settings.eval.batch_size)
-    preds = [task.parse(t) for t in report.texts]
+    return prompts
+
+
+def score_user(task: Task, user: UserData, settings: DeviceSettings, method: str,
+               run_dir: Path | None, texts: list[str], report: GenerationReport,
+               share: float) -> dict[str, float]:
+    """Score one user's answers on the device and store its predictions."""
+    queries = _queries(user, settings)
+    preds = [task.parse(t) for t in texts]
     golds = [q.output for q in queries]
     metrics = task.score(preds, golds) if all(golds) else {}
     if run_dir is not None:
         write_json(Path(run_dir) / "predictions" / method / f"{user.user_id}.json", {
             "user_id": user.user_id, "method": method, "node": serving_node(),
             "predictions": [{"id": q.id, "raw": r, "output": p, "gold": q.output}
-                            for q, r, p in zip(queries, report.texts, preds)],
+                            for q, r, p in zip(queries, texts, preds)],
         })
     return {
         **metrics,
         "num-queries": len(queries),
-        "gen-seconds": report.seconds,
+        "gen-seconds": report.seconds * share,  # this user's share of the cohort's time
         "ttft-seconds": report.ttft_seconds,
         "tokens-per-second": report.tokens_per_second,
     }
 
 
-def train_user(rt: DeviceRuntime, task: Task, user: UserData, synthetic: list[dict],
-               settings: DeviceSettings, method: str, run_dir: Path | None,
-               run_seed: int) -> dict[str, float]:
-    """Train this user's adapter on real (+ synthetic) data, save it, evaluate it."""
-    seed = user_seed(run_seed, user.user_id)
-    real = task.profile_pairs(user.profile)
-    synth = task.profile_pairs(synthetic, synthetic=True) if synthetic else []
-    reset_adapter(rt.model, seed)
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    report = train_lora(rt.model, rt.tokenizer, rt.formatter, real + synth, settings.train, seed)
-    adapter_bytes = 0
-    if run_dir is not None:
-        adapter_bytes = save_adapter(rt.model, adapter_dir(run_dir, method, user.user_id))
-    metrics = evaluate_user(rt, task, user, settings, method, run_dir, use_adapter=True)
-    trainable = sum(p.numel() for p in rt.model.parameters() if p.requires_grad)
-    return {
-        **metrics,
-        "num-examples": report.examples,
-        "num-real": report.real_examples,
-        "num-synthetic": report.synthetic_examples,
-        "train-steps": report.steps,
-        "train-tokens": report.tokens,
-        "train-seconds": report.seconds,
-        "seconds-per-step": report.seconds_per_step,
-        "first-loss": report.epoch_losses[0] if report.epoch_losses else 0.0,
-        "last-loss": report.epoch_losses[-1] if report.epoch_losses else 0.0,
-        "adapter-bytes": adapter_bytes,
-        "trainable-params": trainable,
-        "user-seconds": time.perf_counter() - start,
-        "peak-memory-mb": peak_memory_mb(),
-    }
+def evaluate_users(rt: DeviceRuntime, task: Task, users: list[UserData],
+                   settings: DeviceSettings, method: str, run_dir: Path | None,
+                   use_adapter: bool = False, stack=None) -> dict[str, dict[str, float]]:
+    """Answer a cohort's held-out queries, all users in shared batches, and score each:
+    through each user's own adapter (`stack`), peft's slot (`use_adapter`) or the base."""
+    prompts = [_prompts(task, u, settings, method) for u in users]
+    max_new = settings.eval.max_new_tokens or task.max_new_tokens
+    texts, report = cohort.answer(rt, prompts, max_new, settings.eval.batch_size, stack,
+                                  use_adapter)
+    total = max(sum(map(len, prompts)), 1)
+    return {u.user_id: score_user(task, u, settings, method, run_dir, t, report,
+                                  len(p) / total)
+            for u, p, t in zip(users, prompts, texts)}
+
+
+def evaluate_user(rt: DeviceRuntime, task: Task, user: UserData, settings: DeviceSettings,
+                  method: str, run_dir: Path | None, use_adapter: bool) -> dict[str, float]:
+    """Answer one user's held-out queries on the device and score them."""
+    return evaluate_users(rt, task, [user], settings, method, run_dir, use_adapter)[
+        user.user_id]
 
 
 def train_users(rt: DeviceRuntime, task: Task, users: list[UserData],
                 synthetic: dict[str, list[dict]], settings: DeviceSettings, method: str,
                 run_dir: Path | None, run_seed: int) -> dict[str, dict[str, float]]:
-    """Train, save and evaluate a cohort of users' own adapters; metrics by user id."""
-    return {u.user_id: train_user(rt, task, u, synthetic.get(u.user_id, []), settings, method,
-                                  run_dir, run_seed) for u in users}
+    """Train a cohort's own adapters on real (+ synthetic) data together, save each in
+    peft's format, evaluate each with its own adapter; metrics by user id."""
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    jobs = []
+    for u in users:
+        seed = user_seed(run_seed, u.user_id)
+        synth = synthetic.get(u.user_id) or []
+        examples = task.profile_pairs(u.profile) + (
+            task.profile_pairs(synth, synthetic=True) if synth else [])
+        jobs.append(CohortJob(examples, seed=seed, init_seed=seed))
+    trained = cohort.train(rt, jobs, settings)
+    sizes = {}
+    for k, u in enumerate(users):
+        trained.stack.to_slot(k)
+        sizes[u.user_id] = save_adapter(rt.model, adapter_dir(run_dir, method, u.user_id)) \
+            if run_dir is not None else 0
+    evaluated = evaluate_users(rt, task, users, settings, method, run_dir, stack=trained.stack)
+    trainable = sum(p[0].numel() for p in trained.stack.user_parameters())
+    seconds = (time.perf_counter() - start) / len(users)
+    out = {}
+    for u, report in zip(users, trained.reports):
+        out[u.user_id] = {
+            **evaluated[u.user_id],
+            "num-examples": report.examples,
+            "num-real": report.real_examples,
+            "num-synthetic": report.synthetic_examples,
+            "train-steps": report.steps,
+            "train-tokens": report.tokens,
+            "train-seconds": report.seconds,
+            "seconds-per-step": report.seconds_per_step,
+            "first-loss": report.epoch_losses[0] if report.epoch_losses else 0.0,
+            "last-loss": report.epoch_losses[-1] if report.epoch_losses else 0.0,
+            "adapter-bytes": sizes[u.user_id],
+            "trainable-params": trainable,
+            "cohort-size": len(users),
+            "user-seconds": seconds,
+            "peak-memory-mb": peak_memory_mb(),
+        }
+    return out
 
 
-def evaluate_users(rt: DeviceRuntime, task: Task, users: list[UserData],
-                   settings: DeviceSettings, method: str, run_dir: Path | None
-                   ) -> dict[str, dict[str, float]]:
-    """Answer a cohort's held-out queries with the base model alone (no adapter)."""
-    return {u.user_id: evaluate_user(rt, task, u, settings, method, run_dir, use_adapter=False)
-            for u in users}
+def train_user(rt: DeviceRuntime, task: Task, user: UserData, synthetic: list[dict],
+               settings: DeviceSettings, method: str, run_dir: Path | None,
+               run_seed: int) -> dict[str, float]:
+    """Train, save and evaluate one user's adapter (a cohort of one)."""
+    return train_users(rt, task, [user], {user.user_id: synthetic}, settings, method,
+                       run_dir, run_seed)[user.user_id]

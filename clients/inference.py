@@ -5,7 +5,7 @@ from __future__ import annotations
 import resource
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -34,14 +34,20 @@ def generate(
     max_new_tokens: int,
     batch_size: int = 8,
     measure_ttft: bool = True,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> GenerationReport:
-    """Greedy answers to `prompts` (left-padded batches); texts exclude the prompt."""
+    """Greedy answers to `prompts` (left-padded batches); texts exclude the prompt.
+
+    `on_batch(start, end)` runs before prompts[start:end] are generated (a cohort uses it
+    to tell each row's adapter)."""
     device = next(model.parameters()).device
     texts: list[str] = []
     new_tokens = 0
     ttft = 0.0
     if measure_ttft and prompts:
         enc = tokenizer([formatter.prompt(prompts[0])], return_tensors="pt").to(device)
+        if on_batch:
+            on_batch(0, 1)
         t0 = time.perf_counter()
         model.generate(**enc, max_new_tokens=1, do_sample=False)
         ttft = time.perf_counter() - t0
@@ -50,6 +56,8 @@ def generate(
         batch = [formatter.prompt(p) for p in prompts[b : b + batch_size]]
         enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
         enc = enc.to(device)
+        if on_batch:
+            on_batch(b, b + len(batch))
         out = model.generate(
             **enc, max_new_tokens=max_new_tokens, do_sample=False,
             pad_token_id=tokenizer.pad_token_id,

@@ -48,6 +48,11 @@ class TrainSettings:
     steps: int = field(default=0, metadata={
         "help": "exact optimiser steps per user, cycling the data; 0 = `epochs` passes. "
                 "Use it to compare methods whose users hold different amounts of data"})
+    pass_tokens: int = field(default=32768, metadata={
+        "help": "most padded tokens in one forward pass of a cohort: a step of more runs "
+                "as several passes of whole users (same result, bounded memory); 0 = no bound"})
+    checkpointing: bool = field(default=False, metadata={
+        "help": "activation checkpointing in the base (less memory, ~30% more compute)"})
 
     def __post_init__(self) -> None:
         check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
@@ -56,6 +61,7 @@ class TrainSettings:
         check(self.max_length >= 16, "max_length", f"must be >= 16, got {self.max_length}")
         check(self.real_weight > 0, "real_weight", f"must be > 0, got {self.real_weight}")
         check(self.steps >= 0, "steps", f"must be >= 0, got {self.steps}")
+        check(self.pass_tokens >= 0, "pass_tokens", f"must be >= 0, got {self.pass_tokens}")
 
 
 @dataclass

@@ -14,11 +14,13 @@ from pathlib import Path
 
 import torch
 
-from clients.device import DeviceRuntime, evaluate_user, reset_adapter, user_seed
+from clients import cohort
+from clients.cohort_trainer import CohortJob
+from clients.device import DeviceRuntime, evaluate_users
 from clients.node import serving_node
 from clients.retrieval import profile_prompt
 from clients.settings import DeviceSettings
-from clients.trainer import train_lora
+from clients.trainer import TrainReport
 from tasks import Task, UserData
 from tasks.files import write_json
 
@@ -58,26 +60,24 @@ def train_global(rt: DeviceRuntime, task: Task, user: UserData, settings: Device
                  state: dict[str, torch.Tensor], local_steps: int, seed: int
                  ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """One FedAvg round on this device: the global adapter, trained on the real data."""
-    load_adapter_state(rt, state)
-    train = dataclasses.replace(settings.train, steps=local_steps) if local_steps else \
-        settings.train
-    real = task.profile_pairs(user.profile)
-    report = train_lora(rt.model, rt.tokenizer, rt.formatter, real, train, seed)
-    metrics = {"num-examples": len(real), "train-steps": report.steps,
-               "train-tokens": report.tokens, "train-seconds": report.seconds,
-               "last-loss": report.losses[-1] if report.losses else 0.0}
-    return adapter_state(rt), metrics
+    return train_global_users(rt, task, [user], settings, state, local_steps,
+                              {user.user_id: seed})[user.user_id]
+
+
+def train_pooled(rt: DeviceRuntime, task: Task, examples: list, settings: DeviceSettings,
+                 seed: int) -> tuple[dict[str, torch.Tensor], TrainReport]:
+    """shared_lora's one adapter, trained on everyone's pooled examples (a cohort of one)."""
+    trained = cohort.train(rt, [CohortJob(examples, seed=seed, init_seed=seed)], settings)
+    trained.stack.to_slot(0)
+    return adapter_state(rt), trained.reports[0]
 
 
 def evaluate_with(rt: DeviceRuntime, task: Task, user: UserData, settings: DeviceSettings,
                   method: str, run_dir: str | None, state: dict[str, torch.Tensor],
                   run_seed: int) -> dict[str, float]:
     """Evaluate the user's queries with a received adapter (shared_lora, fedavg_lora)."""
-    reset_adapter(rt.model, user_seed(run_seed, user.user_id))
-    load_adapter_state(rt, state)
-    metrics = evaluate_user(rt, task, user, settings, method, run_dir, use_adapter=True)
-    metrics["adapter-bytes"] = sum(v.numel() * v.element_size() for v in state.values())
-    return metrics
+    return evaluate_with_users(rt, task, [user], settings, method, run_dir, state,
+                               run_seed)[user.user_id]
 
 
 def cloud_prompts(task: Task, user: UserData, settings: DeviceSettings) -> list[str]:
@@ -111,15 +111,32 @@ def train_global_users(rt: DeviceRuntime, task: Task, users: list[UserData],
                        settings: DeviceSettings, state: dict[str, torch.Tensor],
                        local_steps: int, seeds: dict[str, int]
                        ) -> dict[str, tuple[dict[str, torch.Tensor], dict[str, float]]]:
-    """One FedAvg round for a cohort: each user trains the global adapter on its own data."""
-    return {u.user_id: train_global(rt, task, u, settings, state, local_steps, seeds[u.user_id])
-            for u in users}
+    """One FedAvg round for a cohort: each user trains the global adapter on its own data,
+    all of them together through the cohort trainer."""
+    train = dataclasses.replace(settings.train, steps=local_steps) if local_steps else \
+        settings.train
+    settings = dataclasses.replace(settings, train=train)
+    reals = [task.profile_pairs(u.profile) for u in users]
+    jobs = [CohortJob(real, seed=seeds[u.user_id], init_state=state)
+            for u, real in zip(users, reals)]
+    trained = cohort.train(rt, jobs, settings)
+    out = {}
+    for k, (u, real, report) in enumerate(zip(users, reals, trained.reports)):
+        trained.stack.to_slot(k)
+        out[u.user_id] = (adapter_state(rt), {
+            "num-examples": len(real), "train-steps": report.steps,
+            "train-tokens": report.tokens, "train-seconds": report.seconds,
+            "last-loss": report.losses[-1] if report.losses else 0.0})
+    return out
 
 
 def evaluate_with_users(rt: DeviceRuntime, task: Task, users: list[UserData],
                         settings: DeviceSettings, method: str, run_dir: str | None,
                         state: dict[str, torch.Tensor], run_seed: int
                         ) -> dict[str, dict[str, float]]:
-    """Evaluate a cohort's queries with one received adapter (shared_lora, fedavg_lora)."""
-    return {u.user_id: evaluate_with(rt, task, u, settings, method, run_dir, state, run_seed)
-            for u in users}
+    """Evaluate a cohort's queries with one received adapter (shared_lora, fedavg_lora),
+    all users' queries in shared batches."""
+    load_adapter_state(rt, state)
+    metrics = evaluate_users(rt, task, users, settings, method, run_dir, use_adapter=True)
+    size = sum(v.numel() * v.element_size() for v in state.values())
+    return {uid: {**m, "adapter-bytes": size} for uid, m in metrics.items()}

@@ -128,16 +128,15 @@ def _services(cfg: Config, task, cloud) -> Services:
         return ArrayRecord(torch_state_dict=adapter_state(rt))
 
     def train_pooled(pooled: dict[str, list[dict]]) -> ArrayRecord:
-        from clients.device import user_seed
-        from clients.trainer import train_lora
+        from clients.device import runtime, user_seed
+        from clients.shared import train_pooled as train
 
-        rt = fresh_adapter("shared_lora")
         examples = [ex for u in sorted(pooled) for ex in task.profile_pairs(pooled[u])]
-        report = train_lora(rt.model, rt.tokenizer, rt.formatter, examples, cfg.device.train,
-                            user_seed(cfg.experiment.seed, "shared_lora"))
+        state, report = train(runtime(cfg.device), task, examples, cfg.device,
+                              user_seed(cfg.experiment.seed, "shared_lora"))
         log.info("shared_lora: %d steps on %d pooled examples in %.1f s", report.steps,
                  len(examples), report.seconds)
-        return as_record(rt)
+        return ArrayRecord(torch_state_dict=state)
 
     def answer(prompts: list[str]) -> list:
         return cloud().complete(prompts, cfg.experiment.seed, greedy=True,

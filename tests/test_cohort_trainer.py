@@ -143,3 +143,75 @@ def test_clipping_is_per_user():
     assert norms.tolist() == pytest.approx([5.0, 0.1])
     assert a.grad[0, 0].item() == pytest.approx(0.6, rel=1e-5)  # user 0 scaled to norm 1
     assert a.grad[1, 0].item() == pytest.approx(0.1)  # user 1 under the bound: untouched
+
+
+def test_device_cohort_matches_one_by_one_and_saves_peft_adapters(tags_data, tiny_device,
+                                                                   tmp_path):
+    """The device path: 3 users trained and evaluated together give each user the adapter
+    and the metrics of a one-by-one peft run, and each adapter loads with peft."""
+    from peft import PeftModel
+
+    from clients.storage import adapter_dir
+    from models import load_model
+
+    settings, rt = tiny_device
+    settings = dataclasses.replace(settings, train=dataclasses.replace(
+        settings.train, lr=5e-2, epochs=3))  # adapters far enough apart to answer differently
+    users = [tags_data.users[u] for u in tags_data.user_ids()[:3]]
+    got = device.train_users(rt, tags_data.task, users, {}, settings, "local_real", tmp_path,
+                             run_seed=5)
+    for user in users:
+        seed = device.user_seed(5, user.user_id)
+        device.reset_adapter(rt.model, seed)
+        report = train_lora(rt.model, rt.tokenizer, rt.formatter,
+                            tags_data.train_pairs(user.user_id), settings.train, seed)
+        expected = adapter_state(rt)
+        alone = device.evaluate_user(rt, tags_data.task, user, settings, "local_real",
+                                     tmp_path / "alone", use_adapter=True)
+        raw = [_raw(tmp_path, user.user_id), _raw(tmp_path / "alone", user.user_id)]
+        assert raw[0] == raw[1]  # every row answered through its own user's adapter
+        mine = got[user.user_id]
+        assert mine["train-steps"] == report.steps and mine["cohort-size"] == 3
+        for name in tags_data.task.metric_names:
+            assert mine[name] == pytest.approx(alone[name], abs=1e-9), name
+        base = load_model(settings.model, settings.dtype, "cpu").model
+        loaded = PeftModel.from_pretrained(base, adapter_dir(tmp_path, "local_real",
+                                                             user.user_id))
+        from peft import get_peft_model_state_dict
+
+        saved = get_peft_model_state_dict(loaded)
+        assert set(saved) == set(expected)
+        for name, value in saved.items():  # at lr 5e-2: within a quarter of one step
+            diff = value - expected[name]
+            assert diff.abs().max() <= settings.train.lr / 4, (name, diff.abs().max())
+            assert diff.norm() <= 1e-2 * expected[name].norm(), (name, diff.norm())
+
+
+def test_each_row_goes_through_its_own_users_adapter(tags_data, tiny_device):
+    """Logits of a mixed batch (rows of users 2, 0, 1) equal each user's alone in peft."""
+    settings, rt = tiny_device
+    stack = StackedLora(rt.model, 3)
+    for k in range(3):
+        device.reset_adapter(rt.model, k)
+        for name, p in rt.model.named_parameters():
+            if "lora_B" in name:  # B starts at zero: give each adapter a real effect
+                torch.nn.init.normal_(p, std=0.5, generator=torch.Generator().manual_seed(k))
+        stack.load_slot(k)
+    ids = torch.tensor([[5, 9, 11, 4]] * 3)
+    alone = []
+    for k in range(3):
+        stack.to_slot(k)
+        with torch.no_grad():
+            alone.append(rt.model(input_ids=ids[:1]).logits[0])
+    with torch.no_grad(), stack.active([2, 0, 1]):
+        mixed = rt.model(input_ids=ids).logits
+    for row, k in enumerate([2, 0, 1]):
+        torch.testing.assert_close(mixed[row], alone[k], atol=1e-5, rtol=1e-5)
+    assert (alone[0] - alone[1]).abs().max() > 1e-2  # the adapters do differ
+
+
+def _raw(run_dir, user):
+    import json
+
+    preds = json.loads((run_dir / "predictions" / "local_real" / f"{user}.json").read_text())
+    return [p["raw"] for p in preds["predictions"]]
