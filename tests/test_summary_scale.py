@@ -72,6 +72,18 @@ def test_sampler_reports_every_second_and_once_more_at_stop():
     assert all(seen[i]["driver_mb"] <= seen[i + 1]["driver_mb"] for i in range(len(seen) - 1))
 
 
+def test_sampler_finds_workers_started_after_it_by_listing_the_tree_again():
+    with MemorySampler(interval=0.02, relist=3) as sampler:
+        assert sampler.peaks["workers"] == 0
+        worker = subprocess.Popen(["bash", "-c", "exec -a ray::IDLE sleep 30"])
+        try:
+            time.sleep(0.5)
+        finally:
+            worker.kill()
+            worker.wait()
+    assert sampler.peaks["workers"] >= 1 and sampler.peaks["worker_max_mb"] > 0
+
+
 def _stored_run(run_dir, timings: dict) -> dict:
     cfg = load_config(None, CFG)
     write_json(run_dir / USERS_FILE, {"users": ["u0", "u1", "u2"]})
