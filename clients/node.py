@@ -3,13 +3,13 @@ a Ray cluster shows where every user ran."""
 
 from __future__ import annotations
 
-import functools
 import socket
 
 
-@functools.cache
 def serving_node() -> str:
-    """`<hostname>/<Ray node id>` inside a Ray worker, else the hostname alone."""
+    """`<hostname>/<Ray node id>` inside a Ray worker (Flower's ClientAppActor), else the
+    hostname alone. Not cached: a process outside Ray may join it later, and asking Ray
+    is cheap (once per user's predictions)."""
     host = socket.gethostname()
     try:
         import ray

@@ -122,7 +122,10 @@ def add_run_and_bench(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--out", type=Path, required=True, help="run directory (reused to resume)")
     r.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config value, e.g. --set device.train.epochs=2")
-    r.add_argument("--ray-address", help="Ray cluster address ('auto' after `ray start`)")
+    r.add_argument("--ray-address",
+                   help="join a Ray cluster: 'auto' (the one `ray start` started on this "
+                        "machine) or the head's HOST:PORT; --out must then be on a "
+                        "filesystem every node mounts")
     r.set_defaults(fn=_run)
 
     s = sub.add_parser("summary", help="rebuild DIR/summary.json from what DIR stores")

@@ -9,7 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
-from simulation import signals
+from simulation import cluster, signals
 from simulation.config import Config, config_changes, dump_config, load_config
 from simulation.logs import run_log
 from simulation.signals import STOP, stop_on_signals
@@ -68,6 +68,7 @@ def run(cfg: Config, run_dir: Path, console=None, verbose: bool = False) -> dict
 
     Raises `Interrupted` on SIGINT/SIGTERM once Ray is down and the summary is rebuilt.
     """
+    cluster.resolve_address(cfg.runtime.ray_address)  # a wrong address fails first, at once
     import ray
     from flwr.simulation import run_simulation
 
@@ -107,25 +108,19 @@ def _simulate(cfg: Config, run_dir: Path, console, verbose: bool, ray, run_simul
     saved_environ = dict(os.environ)  # restored at the end: nothing leaks into later runs
     os.environ.update({k: v for k, v in env.items() if not k.endswith("NUM_THREADS")})
     os.environ.setdefault("FLWR_HOME", str(run_dir / ".flwr"))
-    address = cfg.runtime.ray_address or os.environ.get("RAY_ADDRESS") or None
+    address = cluster.resolve_address(cfg.runtime.ray_address)  # None: a local Ray
     stop = threading.Event()
     watcher = None
     try:
         if not ray.is_initialized():
-            # devices' output goes to run.log (see clients/worker_log.py), not the terminal
-            init = {"address": address, "include_dashboard": False, "log_to_driver": verbose,
-                    "logging_level": logging.DEBUG if verbose else logging.WARNING,
-                    "runtime_env": {"env_vars": {**env, "PYTHONPATH": os.pathsep.join(sys.path)}}}
-            if address is None and cfg.runtime.num_cpus:
-                init["num_cpus"] = cfg.runtime.num_cpus
-            ray.init(**init)
+            _start_ray(ray, cfg, address, env, verbose, run_dir)
             signals.reinstall()  # ray.init takes SIGTERM over: Ctrl-C and SIGTERM are ours
         resources = {"num_cpus": cfg.runtime.client_cpus, "num_gpus": cfg.runtime.client_gpus}
         if console is not None:
             watcher = threading.Thread(target=_watch, args=(run_dir, cfg, console, stop),
                                        daemon=True)
             watcher.start()
-        with signals.engine_running():
+        with signals.engine_running(local_ray=address is None):
             run_simulation(server_app=server_app, client_app=client_app,
                            num_supernodes=math.ceil(cfg.experiment.users / cfg.runtime.cohort),
                            backend_config={"client_resources": resources})
@@ -138,6 +133,34 @@ def _simulate(cfg: Config, run_dir: Path, console, verbose: bool, ray, run_simul
         os.environ.clear()
         os.environ.update(saved_environ)
         _join_server_thread()
+
+
+def _start_ray(ray, cfg: Config, address: str | None, env: dict[str, str], verbose: bool,
+               run_dir: Path) -> None:
+    """A local Ray of our own (address None), or join the cluster at `address`: then only
+    what applies to a driver is passed, and every node must see `run_dir`."""
+    # devices' output goes to run.log (see clients/worker_log.py), not the terminal
+    init = {"address": address or "local", "log_to_driver": verbose,
+            "logging_level": logging.DEBUG if verbose else logging.WARNING,
+            "runtime_env": {"env_vars": {**env, "PYTHONPATH": os.pathsep.join(sys.path)}}}
+    if address is None:  # "local": never a `ray start` cluster this machine happens to run
+        init["include_dashboard"] = False
+        if cfg.runtime.num_cpus:
+            init["num_cpus"] = cfg.runtime.num_cpus
+        ray.init(**init)
+        return
+    if cfg.runtime.num_cpus:
+        log.warning("runtime.num_cpus = %s is ignored on a Ray cluster: each node offers "
+                    "what its `ray start --num-cpus` gave", cfg.runtime.num_cpus)
+    try:
+        ray.init(**init)
+    except (ConnectionError, RuntimeError) as err:
+        raise cluster.joined(err, address, cfg.runtime.ray_address) from None
+    from simulation.experiment import data_location
+
+    nodes = cluster.check_nodes(run_dir, data_location(cfg, run_dir)[0].resolve(),
+                                cfg.runtime.client_cpus, cfg.runtime.client_gpus)
+    log.info("joined the Ray cluster at %s: %d node(s) can host devices", address, len(nodes))
 
 
 def _join_server_thread(grace: float = 30.0) -> None:

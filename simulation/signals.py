@@ -4,11 +4,13 @@ Flower runs the ServerApp in a thread and the simulation engine in the main thre
 plain KeyboardInterrupt stops neither cleanly (the ServerApp thread runs on to the end),
 and unwinding the engine from the main thread while its worker threads still wait on
 Ray can crash Ray's shutdown (seen: SIGSEGV). So the handler sets STOP, which the
-strategy and the cloud model check, and kills this run's local Ray workers so that the
-engine's waits end at once: the ServerApp stops, Flower's own stop path joins its threads
-and shuts Ray down, and the runner then raises `Interrupted`. Outside the simulation the
-handler raises `Interrupted` itself. A watchdog ends the process if stopping takes longer
-than `GRACE` seconds; a second signal exits at once.
+strategy and the cloud model check, and ends this run's devices so that the engine's
+waits end at once: on a local Ray it kills our own `ray::` worker processes, on a
+cluster it asks Ray to kill this job's actors (never a process of the cluster itself).
+The ServerApp stops, Flower's own stop path joins its threads and shuts Ray down, and the
+runner then raises `Interrupted`. Outside the simulation the handler raises `Interrupted`
+itself. A watchdog ends the process if stopping takes longer than `GRACE` seconds; a
+second signal exits at once.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ STOP = threading.Event()
 GRACE = 20.0
 _received: list[int] = []  # the signal that set STOP
 _in_engine = threading.Event()  # Flower's engine is running in the main thread
+_on_cluster = threading.Event()  # ... on a Ray cluster this process joined, not its own Ray
 
 
 class Interrupted(BaseException):
@@ -57,7 +60,10 @@ def _make_handler():
         first.append(time.monotonic())
         _received[:] = [signum]
         STOP.set()
-        _stop_local_workers()
+        if _on_cluster.is_set():  # Ray calls, off the signal handler's thread
+            threading.Thread(target=_stop_job_actors, daemon=True).start()
+        else:
+            _stop_local_workers()
         threading.Thread(target=_watchdog, args=(128 + signum,), daemon=True).start()
         if not _in_engine.is_set():
             raise Interrupted(signum)
@@ -75,14 +81,18 @@ def _watchdog(code: int) -> None:
 
 
 @contextlib.contextmanager
-def engine_running() -> Iterator[None]:
+def engine_running(local_ray: bool = True) -> Iterator[None]:
     """Mark Flower's engine as running (a signal lets it stop itself), then raise
-    `Interrupted` once it has, if a signal asked for it."""
+    `Interrupted` once it has, if a signal asked for it. `local_ray`: Ray was started by
+    this process (not a cluster it joined), so its workers are ours to kill."""
     _in_engine.set()
+    if not local_ray:
+        _on_cluster.set()
     try:
         yield
     finally:  # whatever the engine raised on the way out was the stop's doing
         _in_engine.clear()
+        _on_cluster.clear()
         if STOP.is_set() and _received:
             raise Interrupted(_received[0])  # noqa: B012
 
@@ -113,7 +123,8 @@ def reinstall() -> None:
 
 
 def _stop_local_workers() -> None:
-    """Kill this run's local Ray worker processes (our descendants named `ray::...`).
+    """Kill this run's local Ray worker processes (our descendants named `ray::...`); only
+    on a Ray this process started, whose workers are its own descendants.
 
     Their in-flight work is lost either way (every finished user is already on disk);
     killing them makes Flower's engine threads, which wait on those workers, return at
@@ -131,6 +142,27 @@ def _stop_local_workers() -> None:
             if child.name().startswith("ray::") or any(
                     a.startswith("ray::") for a in child.cmdline()[:1]):
                 child.kill()
+
+
+def _stop_job_actors() -> None:
+    """On a cluster: kill this job's live actors (Flower's devices) through Ray, on every
+    node. The cluster's own processes, and other jobs' actors, are never touched."""
+    import ray
+
+    try:
+        from ray._private.state import actors
+        from ray._raylet import ActorID
+
+        job = ray.get_runtime_context().get_job_id()
+        core = ray._private.worker.global_worker.core_worker
+        for actor_id, info in actors(job_id=ray.JobID.from_hex(job)).items():
+            if info.get("JobID") == job and info.get("State") == "ALIVE":
+                core.kill_actor(ActorID.from_hex(actor_id), True)
+    except Exception as err:  # noqa: BLE001 - the watchdog still ends the run within GRACE
+        import logging
+
+        logging.getLogger(__name__).warning("could not stop this run's devices on the "
+                                            "cluster (%s); waiting for them", err)
 
 
 def exit_if_stuck(code: int, grace: float = 5.0) -> None:
