@@ -120,6 +120,9 @@ def _simulate(cfg: Config, run_dir: Path, console, verbose: bool, ray, run_simul
             watcher = threading.Thread(target=_watch, args=(run_dir, cfg, console, stop),
                                        daemon=True)
             watcher.start()
+        from simulation.engine import install
+
+        install()  # Flower's message dispatcher in one scan per pass (simulation/engine.py)
         with signals.engine_running(local_ray=address is None):
             run_simulation(server_app=server_app, client_app=client_app,
                            num_supernodes=math.ceil(cfg.experiment.users / cfg.runtime.cohort),
