@@ -126,8 +126,8 @@ def _chunk_ce(head_weight: torch.Tensor, cap: float, dtype):
 
 
 def answer_token_loss(hidden: torch.Tensor, labels: torch.Tensor, row_weight: torch.Tensor,
-                      row_user: torch.Tensor, users: int, head, cap: float,
-                      low: torch.dtype | None) -> torch.Tensor:
+                      row_user: torch.Tensor, users: int, head_weight: torch.Tensor,
+                      cap: float, low: torch.dtype | None) -> torch.Tensor:
     """Per-user token-normalised weighted CE (K,), from logits of answer positions only."""
     target = labels[:, 1:]
     where = target != IGNORE
@@ -135,8 +135,7 @@ def answer_token_loss(hidden: torch.Tensor, labels: torch.Tensor, row_weight: to
     y = target[where]
     w = row_weight[:, None].expand_as(target)[where]
     u = row_user[:, None].expand_as(target)[where]
-    weight = head.weight if low is None else head.weight.to(low)
-    ce_fn = _chunk_ce(weight, cap, low or head.weight.dtype)
+    ce_fn = _chunk_ce(head_weight, cap, low or head_weight.dtype)
     parts = []
     for s in range(0, h.shape[0], LOGIT_CHUNK):
         hc, yc = h[s : s + LOGIT_CHUNK], y[s : s + LOGIT_CHUNK]
@@ -178,29 +177,32 @@ def train_cohort(peft_model, stack: StackedLora, tokenizer, formatter: PromptFor
     epoch_sums = [[0.0, 0] for _ in jobs]
     start = time.perf_counter()
     peft_model.train()
+    budget = max_tokens
     with stack.active(), frozen_weights_in(peft_model, low):
+        head_w = head.weight.to(low) if low else head.weight  # cast once, not per pass
         for t in range(max(map(len, plans), default=0)):
             active = [k for k in range(K) if t < len(plans[k])]
             for p in params:
                 p.grad = None
-            losses: dict[int, float] = {}
-            for group in _groups(active, plans, rows, t, max_tokens):
-                batch = [(k, i) for k in group for i in plans[k][t]]
-                ids, labels, mask = (x.to(device) for x in
-                                     _collate([rows[k][i] for k, i in batch], pad_id))
-                row_user = torch.tensor([k for k, _ in batch], device=device)
-                row_weight = torch.stack([weights[k][i] for k, i in batch]).to(device)
-                stack.set_rows(row_user)
-                with autocast:
-                    hidden = decoder(input_ids=ids, attention_mask=mask).last_hidden_state
-                per_user = answer_token_loss(hidden, labels, row_weight, row_user, K, head,
-                                             cap, low)
-                sel = torch.tensor(group, device=device)
-                per_user.index_select(0, sel).sum().backward()
-                for k, value in zip(group, per_user.index_select(0, sel).tolist()):
-                    losses[k] = value
-                for k, i in batch:
-                    reports[k].tokens += len(rows[k][i][0])
+            while True:  # a step that does not fit is split into more passes, not crashed
+                try:
+                    losses = _grads(t, active, plans, rows, weights, budget, pad_id, device,
+                                    stack, decoder, autocast, head_w, cap, low, K)
+                    break
+                except torch.OutOfMemoryError as err:
+                    widest = max(_padded([k], plans, rows, t) for k in active)
+                    if budget and budget <= widest:
+                        raise torch.OutOfMemoryError(
+                            f"one user's batch ({widest} padded tokens) does not fit: lower "
+                            "device.train.batch_size or max_length, or set "
+                            f"device.train.checkpointing = true ({err})") from err
+                    budget = max(widest, (budget or _padded(active, plans, rows, t)) // 2)
+                    for p in params:
+                        p.grad = None
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+            for k in active:
+                reports[k].tokens += sum(len(rows[k][i][0]) for i in plans[k][t])
             mask_k = torch.zeros(K, dtype=torch.bool)
             mask_k[active] = True
             for p in params:  # users not in this step must get no update at all
@@ -225,6 +227,31 @@ def train_cohort(peft_model, stack: StackedLora, tokenizer, formatter: PromptFor
     for r in reports:
         r.seconds = seconds / max(K, 1)  # each user's share of the cohort's time
     return reports
+
+
+def _grads(t, active, plans, rows, weights, budget, pad_id, device, stack, decoder, autocast,
+           head_w, cap, low, K) -> dict[int, float]:
+    """Gradients of step t for the active users (accumulated over passes); their losses."""
+    losses: dict[int, float] = {}
+    for group in _groups(active, plans, rows, t, budget):
+        batch = [(k, i) for k in group for i in plans[k][t]]
+        ids, labels, mask = (x.to(device) for x in
+                             _collate([rows[k][i] for k, i in batch], pad_id))
+        row_user = torch.tensor([k for k, _ in batch], device=device)
+        row_weight = torch.stack([weights[k][i] for k, i in batch]).to(device)
+        stack.set_rows(row_user)
+        with autocast:
+            hidden = decoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        per_user = answer_token_loss(hidden, labels, row_weight, row_user, K, head_w, cap, low)
+        mine = per_user.index_select(0, torch.tensor(group, device=device))
+        mine.sum().backward()
+        losses.update(zip(group, mine.tolist()))
+    return losses
+
+
+def _padded(active, plans, rows, t) -> int:
+    n = sum(len(plans[k][t]) for k in active)
+    return n * max(len(rows[k][i][0]) for k in active for i in plans[k][t])
 
 
 def _groups(active: list[int], plans, rows, t: int, max_tokens: int) -> list[list[int]]:

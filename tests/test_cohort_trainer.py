@@ -215,3 +215,31 @@ def _raw(run_dir, user):
 
     preds = json.loads((run_dir / "predictions" / "local_real" / f"{user}.json").read_text())
     return [p["raw"] for p in preds["predictions"]]
+
+
+def test_a_step_that_runs_out_of_memory_is_split_not_crashed(tags_data, tiny_device,
+                                                             monkeypatch):
+    """A pass of more than 4 rows 'runs out of memory': the trainer halves its budget,
+    retries the step in more passes, and ends where an unbounded run ends."""
+    settings, rt = tiny_device
+    train = dataclasses.replace(settings.train, epochs=2, batch_size=2, lr=5e-3)
+    jobs = _jobs(tags_data, [4, 4, 3])
+    expected = _cohort(rt, jobs, train)
+    decoder = rt.model.get_base_model().get_decoder()
+    forward = decoder.forward
+    passes = []
+
+    def small_memory(*args, **kwargs):
+        rows = kwargs["input_ids"].shape[0]
+        passes.append(rows)
+        if rows > 4:
+            raise torch.OutOfMemoryError("pretend: no memory for more than 4 rows")
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(decoder, "forward", small_memory)
+    got = _cohort(rt, jobs, train)
+    assert max(passes) == 6 and any(r <= 4 for r in passes)  # tried, then split
+    _assert_same(got, expected, TOL[torch.float32])
+    jobs_one = [dataclasses.replace(jobs[0], examples=jobs[0].examples * 3)]
+    with pytest.raises(torch.OutOfMemoryError, match="batch_size"):  # one user: nothing to split
+        _cohort(rt, jobs_one, dataclasses.replace(train, batch_size=6))
