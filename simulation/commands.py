@@ -46,8 +46,8 @@ def _scale_line(sc: dict) -> str:
     """Time and memory of the run (all sessions), one line under the table."""
     mem = sc["peak_memory_mb"]
     return (f"{sc['users']} users in {sc['wall_seconds']:.0f} s "
-            f"({sc['seconds_per_user']:.2f} s/user; overhead "
-            f"{sc['overhead_ms_per_user']:.1f} ms/user per round); peak memory: driver "
+            f"({sc['seconds_per_user']:.2f} s/user; discovery "
+            f"{sc['discovery_ms_per_user']:.1f} ms/user); peak memory: driver "
             f"{mem['driver']:.0f} MiB, workers {mem['workers']:.0f} MiB "
             f"({mem['worker_processes']} processes, largest {mem['worker_max']:.0f}), "
             f"all processes {mem['all']:.0f} MiB")

@@ -130,8 +130,9 @@ def _scale(sc: Mapping | None) -> list[str]:
     mem = sc.get("peak_memory_mb", {})
     return [f"Scale: {sc['users']} users on {sc.get('nodes', 0)} SuperNodes "
             f"({sc.get('cohort', 1)} per node), {sc['wall_seconds']:.0f} s "
-            f"({sc['seconds_per_user']:.2f} s per user); orchestration overhead "
-            f"{sc['overhead_ms_per_user']:.1f} ms per user per round (discovery); peak "
+            f"({sc['seconds_per_user']:.2f} s per user); discovery (a message that does no "
+            f"work, plus starting Ray's workers) {sc['discovery_ms_per_user']:.1f} ms per "
+            f"user; peak "
             f"memory (sampled RSS): driver {mem.get('driver', 0):.0f} MiB, devices "
             f"{mem.get('workers', 0):.0f} MiB over {mem.get('worker_processes', 0)} Ray "
             f"workers (largest {mem.get('worker_max', 0):.0f}), all processes "

@@ -161,9 +161,12 @@ def build_summary(run_dir: Path, cfg: Config, task_name: str, metric_names: Iter
 
 def scale(timings: Mapping, users: int, cohort: int = 1) -> dict:
     """What the run cost the machine, from timings.json: wall time (all sessions), time
-    per user, the orchestration overhead per user (discovery: one message per SuperNode
-    that does no work) and each method's time per user, and sampled peak memory (MiB)
-    of the driver and of the Ray workers (the devices; their sum and the largest)."""
+    per user, each method's time per user, sampled peak memory (MiB) of the driver and of
+    the Ray workers (the devices; their sum and the largest), and the orchestration
+    overhead per user as the run sees it: discovery, one message per SuperNode that does
+    no work. Discovery also pays for starting Ray's workers (seconds, once per session),
+    so with few messages (few users, or a large cohort) it overstates the steady overhead
+    per user per round that `cdcda bench sim` measures."""
     n = max(users, 1)
     wall = float(timings.get("seconds", 0.0))
     disc = timings.get(DISCOVERY_KEY, {})
@@ -173,7 +176,7 @@ def scale(timings: Mapping, users: int, cohort: int = 1) -> dict:
         "users": users, "cohort": cohort, "nodes": disc.get("nodes", 0),
         "wall_seconds": wall, "seconds_per_user": wall / n,
         "discovery_seconds": float(disc.get("seconds", 0.0)),
-        "overhead_ms_per_user": 1000 * float(disc.get("seconds", 0.0)) / rounds / n,
+        "discovery_ms_per_user": 1000 * float(disc.get("seconds", 0.0)) / rounds / n,
         "method_ms_per_user": {m: 1000 * float(t) / n
                                for m, t in timings.get("methods", {}).items()},
         "peak_memory_mb": {"driver": mem.get("driver_mb", 0.0),

@@ -104,19 +104,19 @@ def test_scale_block_and_resumed_equality(tmp_path):
     sc = s["scale"]
     assert sc["users"] == 3 and sc["nodes"] == 3 and sc["cohort"] == 1
     assert sc["wall_seconds"] == 60.0 and sc["seconds_per_user"] == pytest.approx(20.0)
-    assert sc["overhead_ms_per_user"] == pytest.approx(200.0)  # 0.6 s / 1 round / 3 users
+    assert sc["discovery_ms_per_user"] == pytest.approx(200.0)  # 0.6 s / 1 round / 3 users
     assert sc["method_ms_per_user"] == {"zero_shot": pytest.approx(1000.0),
                                         "local_real": pytest.approx(10000.0)}
     assert sc["peak_memory_mb"] == {"driver": 400.0, "workers": 1200.0, "worker_max": 610.0,
                                     "all": 2100.0, "worker_processes": 2}
-    assert all(math.isfinite(v) for v in (sc["wall_seconds"], sc["overhead_ms_per_user"]))
+    assert all(math.isfinite(v) for v in (sc["wall_seconds"], sc["discovery_ms_per_user"]))
 
     # the same stored results after two sessions: only the measurements differ
     two = {**one, "seconds": 75.0, "sessions": 2,
            "discovery": {"seconds": 1.4, "rounds": 2, "nodes": 3},
            "peak_memory": {**one["peak_memory"], "driver_mb": 450.0}}
     r = _stored_run(tmp_path / "b", two)
-    assert r["scale"]["overhead_ms_per_user"] == pytest.approx(1400 / 2 / 3)
+    assert r["scale"]["discovery_ms_per_user"] == pytest.approx(1400 / 2 / 3)
     assert r["scale"] != s["scale"]
     x, y = without_measurements(s), without_measurements(r)
     assert "scale" not in x and "sessions" not in x
@@ -140,7 +140,7 @@ def test_terminal_line_names_time_overhead_and_memory(tmp_path):
     console = Console(record=True, width=200)
     _print_summary(s, console)
     text = console.export_text()
-    assert "3 users in 60 s" in text and "overhead 200.0 ms/user" in text
+    assert "3 users in 60 s" in text and "discovery 200.0 ms/user" in text
     assert "driver 400 MiB" in text and "workers 1200 MiB" in text
 
 
@@ -155,4 +155,4 @@ def test_report_header_carries_the_scale_line(tmp_path):
     (tmp_path / "summary.json").write_text(json.dumps(s))
     text = write_report(tmp_path).read_text()
     assert "Scale: 3 users on 3 SuperNodes (1 per node), 60 s (20.00 s per user)" in text
-    assert "200.0 ms per user per round" in text and "all processes 2100 MiB" in text
+    assert "200.0 ms per user" in text and "all processes 2100 MiB" in text
