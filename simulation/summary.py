@@ -160,13 +160,14 @@ def build_summary(run_dir: Path, cfg: Config, task_name: str, metric_names: Iter
 
 
 def scale(timings: Mapping, users: int, cohort: int = 1) -> dict:
-    """What the run cost the machine, from timings.json: wall time (all sessions), time
-    per user, each method's time per user, sampled peak memory (MiB) of the driver and of
-    the Ray workers (the devices; their sum and the largest), and the orchestration
-    overhead per user as the run sees it: discovery, one message per SuperNode that does
-    no work. Discovery also pays for starting Ray's workers (seconds, once per session),
-    so with few messages (few users, or a large cohort) it overstates the steady overhead
-    per user per round that `cdcda bench sim` measures."""
+    """What the run cost the machine, from timings.json: wall time (the experiment's own:
+    discovery and methods, all sessions; not Ray's start-up nor the final statistics and
+    report), time per user, each method's time per user, sampled peak memory (MiB) of
+    the driver and of the Ray workers (the devices; their sum and the largest), and the
+    orchestration overhead per user as the run sees it: discovery, one message per
+    SuperNode that does no work. Discovery also pays for starting Ray's workers (seconds,
+    once per session), so with few messages (few users, or a large cohort) it overstates
+    the steady overhead per user per round that `cdcda bench sim` measures."""
     n = max(users, 1)
     wall = float(timings.get("seconds", 0.0))
     disc = timings.get(DISCOVERY_KEY, {})
