@@ -148,13 +148,8 @@ def _bench_sim(args: argparse.Namespace) -> int:
 
 
 def _bench_train(args: argparse.Namespace) -> int:
-    try:
-        from simulation.bench_train import main
-    except ModuleNotFoundError as err:
-        if err.name != "simulation.bench_train":
-            raise
-        raise RuntimeError("`cdcda bench train` is not available yet: "
-                           "simulation/bench_train.py is still being written") from None
+    from simulation.bench_train import main
+
     return main(args)
 
 
@@ -177,4 +172,8 @@ def _add_more_benches(bsub: argparse._SubParsersAction) -> None:
     train.add_argument("--config", type=Path)
     train.add_argument("--set", action="append", metavar="KEY=VALUE")
     train.add_argument("--out", type=Path)
+    train.add_argument("--examples", type=int, default=0,
+                       help="examples per user (cycling the user's own; 0 = as they are)")
+    train.add_argument("--repeat", type=int, default=2,
+                       help="repetitions per path, alternating order; the fastest counts")
     train.set_defaults(fn=_bench_train)

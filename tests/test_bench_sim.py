@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 
@@ -48,10 +47,3 @@ def test_bench_sim_on_four_users_through_flower_on_ray(capsys):
     assert mem["driver"] > 50 and mem["workers"] > 50 and mem["worker_processes"] >= 1
     assert mem["all"] >= mem["driver"] + mem["workers"]
     assert out["versions"]["flwr"] and out["versions"]["ray"]
-
-
-@pytest.mark.skipif(importlib.util.find_spec("simulation.bench_train") is not None,
-                    reason="bench train exists now; its own tests cover it")
-def test_bench_train_says_it_is_not_there_yet(capsys):
-    assert main(["bench", "train", "--users", "2"]) == 2
-    assert "bench_train" in capsys.readouterr().err
