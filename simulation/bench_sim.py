@@ -63,15 +63,9 @@ def bench_config(args: argparse.Namespace) -> Config:
     """The tiny config (or --config) with --users, --cohort and zero_shot only."""
     overrides = [f"experiment.users={args.users}", "experiment.methods=['zero_shot']",
                  "experiment.sample=0", *(args.set or [])]
-    cfg = load_config(args.config or TINY, overrides)
     if args.cohort is not None:
-        if not hasattr(cfg.runtime, "cohort"):
-            if args.cohort != 1:
-                raise ValueError(f"--cohort {args.cohort}: this version has no "
-                                 "runtime.cohort (one user per SuperNode); use --cohort 1")
-        else:
-            cfg = load_config(args.config or TINY, [*overrides, f"runtime.cohort={args.cohort}"])
-    return cfg
+        overrides.append(f"runtime.cohort={args.cohort}")
+    return load_config(args.config or TINY, overrides)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -86,9 +80,10 @@ def main(args: argparse.Namespace) -> int:
     from simulation.runner import _resolve_models, _simulate
     from simulation.signals import Interrupted, stop_on_signals
 
-    if args.users < 1 or args.rounds < 1:
-        raise ValueError(f"--users and --rounds must be >= 1 (got {args.users}, "
-                         f"{args.rounds})")
+    for option, value in (("--users", args.users), ("--rounds", args.rounds),
+                          ("--cohort", 1 if args.cohort is None else args.cohort)):
+        if value < 1:
+            raise ValueError(f"{option} must be >= 1, got {value}")
     cfg = bench_config(args)
     with tempfile.TemporaryDirectory(prefix="cdcda-bench-sim-") as tmp:
         run_dir = Path(args.out or tmp).resolve()
@@ -122,7 +117,7 @@ def report(cfg: Config, got: dict, wall: float, peaks: dict[str, float]) -> dict
     inside = got["discovery_seconds"] + sum(rounds) + got["zero_shot_seconds"]
     return {
         "users": cfg.experiment.users, "users_found": got["users_found"],
-        "cohort": getattr(cfg.runtime, "cohort", 1), "nodes": got["nodes"],
+        "cohort": cfg.runtime.cohort, "nodes": got["nodes"],
         "rounds": len(rounds),
         "overhead_ms_per_user_round": round(overhead, 3),
         "round_ms_per_user": [round(1000 * r / users, 3) for r in rounds],

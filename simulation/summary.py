@@ -144,7 +144,7 @@ def build_summary(run_dir: Path, cfg: Config, task_name: str, metric_names: Iter
         "failures": _failure_log(failures),
         "privacy": disclosure(ledger, users),
         "seconds": timings.get("seconds", 0.0), "sessions": timings.get("sessions", 0),
-        "scale": scale(timings, len(users), getattr(cfg.runtime, "cohort", 1)),
+        "scale": scale(timings, len(users), cfg.runtime.cohort),
     }
     if "cdcda" in methods:
         summary["augmentation"] = _augmentation(run_dir, users, failures)
