@@ -171,7 +171,7 @@ def main(args: argparse.Namespace) -> int:
     drift = max((a[n] - c[n]).abs().max().item() for a, c in zip(a_states, c_states) for n in a)
 
     def path(seconds: float, p: str) -> dict:
-        return {"seconds": round(seconds, 2), "all_seconds": [round(x, 2) for x in times[p]],
+        return {"seconds": round(seconds, 4), "all_seconds": [round(x, 4) for x in times[p]],
                 "users_per_minute": round(60 * len(jobs) / seconds, 2),
                 "train_tokens_per_second": round(tokens / seconds, 1),
                 "achieved_tflops": round(flops / seconds / 1e12, 4),
