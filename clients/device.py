@@ -96,6 +96,17 @@ def _prompts(task: Task, user: UserData, settings: DeviceSettings, method: str) 
     return prompts
 
 
+def write_predictions(run_dir: str | Path, method: str, user: UserData, queries,
+                      raws: list[str], preds: list[str]) -> None:
+    """predictions/<method>/<user>.json: each query's raw answer, parsed answer and gold,
+    and the node that served the user."""
+    write_json(Path(run_dir) / "predictions" / method / f"{user.user_id}.json", {
+        "user_id": user.user_id, "method": method, "node": serving_node(),
+        "predictions": [{"id": q.id, "raw": r, "output": p, "gold": q.output}
+                        for q, r, p in zip(queries, raws, preds)],
+    })
+
+
 def score_user(task: Task, user: UserData, settings: DeviceSettings, method: str,
                run_dir: Path | None, texts: list[str], report: GenerationReport,
                share: float) -> dict[str, float]:
@@ -105,11 +116,7 @@ def score_user(task: Task, user: UserData, settings: DeviceSettings, method: str
     golds = [q.output for q in queries]
     metrics = task.score(preds, golds) if all(golds) else {}
     if run_dir is not None:
-        write_json(Path(run_dir) / "predictions" / method / f"{user.user_id}.json", {
-            "user_id": user.user_id, "method": method, "node": serving_node(),
-            "predictions": [{"id": q.id, "raw": r, "output": p, "gold": q.output}
-                            for q, r, p in zip(queries, texts, preds)],
-        })
+        write_predictions(run_dir, method, user, queries, texts, preds)
     return {
         **metrics,
         "num-queries": len(queries),

@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
 
 import torch
 
 from clients import cohort
 from clients.cohort_trainer import CohortJob
-from clients.device import DeviceRuntime, evaluate_users
-from clients.node import serving_node
+from clients.device import DeviceRuntime, evaluate_users, write_predictions
 from clients.retrieval import profile_prompt
 from clients.settings import DeviceSettings
 from clients.trainer import TrainReport
 from tasks import Task, UserData
-from tasks.files import write_json
 
 
 def adapter_state(rt: DeviceRuntime) -> dict[str, torch.Tensor]:
@@ -98,11 +95,7 @@ def score_answers(task: Task, user: UserData, settings: DeviceSettings, method: 
     preds = [task.parse(a) for a in answers]
     metrics = task.score(preds, [q.output for q in queries])
     if run_dir is not None:
-        write_json(Path(run_dir) / "predictions" / method / f"{user.user_id}.json", {
-            "user_id": user.user_id, "method": method, "node": serving_node(),
-            "predictions": [{"id": q.id, "raw": r, "output": p, "gold": q.output}
-                            for q, r, p in zip(queries, answers, preds)],
-        })
+        write_predictions(run_dir, method, user, queries, answers, preds)
     return {**metrics, "num-queries": len(queries), "num-examples": len(queries),
             "score-seconds": time.perf_counter() - start}
 

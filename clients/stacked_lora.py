@@ -79,15 +79,13 @@ class StackedLora(torch.nn.Module):
             x = args[0]
             if self.dropout[i] and module.training:
                 x = F.dropout(x, self.dropout[i], training=True)
-            a = self.A[i].index_select(0, rows)  # (batch, r, in)
-            b = self.B[i].index_select(0, rows)  # (batch, out, r)
-            if torch.is_autocast_enabled(x.device.type):
-                dtype = torch.get_autocast_dtype(x.device.type)
-                a, b = a.to(dtype), b.to(dtype)
-            else:
-                a, b = a.to(x.dtype), b.to(x.dtype)
-            flat = x.reshape(x.shape[0], -1, x.shape[-1])
-            delta = torch.bmm(torch.bmm(flat.to(a.dtype), a.transpose(1, 2)), b.transpose(1, 2))
+            kind = x.device.type
+            dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) \
+                else x.dtype
+            a = self.A[i].index_select(0, rows).to(dtype)  # (batch, r, in)
+            b = self.B[i].index_select(0, rows).to(dtype)  # (batch, out, r)
+            flat = x.reshape(x.shape[0], -1, x.shape[-1]).to(dtype)
+            delta = torch.bmm(torch.bmm(flat, a.transpose(1, 2)), b.transpose(1, 2))
             return output + (delta * self.scale[i]).reshape(*output.shape[:-1], -1).to(
                 output.dtype)
 

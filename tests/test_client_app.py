@@ -172,13 +172,18 @@ def _seed_with(faults, kind, users, want):
     raise AssertionError("no such seed")
 
 
-def test_one_user_of_a_cohort_crashes_and_the_others_answer(tags_data, tmp_path):
+def _cohort_seeds_with_fault(tags_data, tmp_path, fault: str, victim: str):
+    """The seeds reply of a 4-user cohort where only `victim` draws `fault` (rate 0.5)."""
     users = ["u0", "u1", "u2", "u3"]
-    seed = _seed_with({"crash": 0.5}, "query.seeds", users,
-                      lambda u: "crash" if u == "u2" else None)
+    seed = _seed_with({fault: 0.5}, "query.seeds", users,
+                      lambda u: fault if u == victim else None)
     msg = _faulty(_message("query.seeds", tags_data.questions_path.parent, tmp_path,
-                           users=users, cohort=4), {"crash": 0.5}, seed)
-    c = app(msg, _context(0)).content
+                           users=users, cohort=4), {fault: 0.5}, seed)
+    return app(msg, _context(0)).content
+
+
+def test_one_user_of_a_cohort_crashes_and_the_others_answer(tags_data, tmp_path):
+    c = _cohort_seeds_with_fault(tags_data, tmp_path, "crash", "u2")
     assert "injected crash of u2's device" in c["error/u2"]["reason"]
     assert "meta/u2" not in c and "metrics/u2" not in c
     for u in ("u0", "u1", "u3"):
@@ -186,12 +191,7 @@ def test_one_user_of_a_cohort_crashes_and_the_others_answer(tags_data, tmp_path)
 
 
 def test_garbage_malforms_only_the_user_it_was_drawn_for(tags_data, tmp_path):
-    users = ["u0", "u1", "u2", "u3"]
-    seed = _seed_with({"garbage": 0.5}, "query.seeds", users,
-                      lambda u: "garbage" if u == "u1" else None)
-    msg = _faulty(_message("query.seeds", tags_data.questions_path.parent, tmp_path,
-                           users=users, cohort=4), {"garbage": 0.5}, seed)
-    c = app(msg, _context(0)).content
+    c = _cohort_seeds_with_fault(tags_data, tmp_path, "garbage", "u1")
     assert _garbage_kind(c, "u1") is not None
     assert [_garbage_kind(c, u) for u in ("u0", "u2", "u3")] == [None, None, None]
 
