@@ -67,7 +67,7 @@ def weighted_token_loss(logits: torch.Tensor, labels: torch.Tensor, weights: tor
 
     logits (B, T, V), labels (B, T), weights (B,): sum_i w_i * CE_i / sum_i w_i * n_i.
     """
-    shift_logits = logits[:, :-1].float()
+    shift_logits = logits[:, :-1].to(torch.promote_types(logits.dtype, torch.float32))
     shift_labels = labels[:, 1:]
     ce = torch.nn.functional.cross_entropy(
         shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1),
