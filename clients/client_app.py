@@ -227,7 +227,7 @@ def evaluate(msg: Message, req: Request, task: Task, users: list[UserData]) -> R
             rt = device.runtime(req.device)
             state = msg.content["arrays"].to_torch_state_dict()
             got = shared.evaluate_with_users(rt, task, users, req.device, req.method,
-                                             req.run_dir, state, req.seed)
+                                             req.run_dir, state)
             return {uid: Out(m, meta) for uid, m in got.items()}
 
         return _together(users, with_adapter)

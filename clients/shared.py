@@ -69,14 +69,6 @@ def train_pooled(rt: DeviceRuntime, task: Task, examples: list, settings: Device
     return adapter_state(rt), trained.reports[0]
 
 
-def evaluate_with(rt: DeviceRuntime, task: Task, user: UserData, settings: DeviceSettings,
-                  method: str, run_dir: str | None, state: dict[str, torch.Tensor],
-                  run_seed: int) -> dict[str, float]:
-    """Evaluate the user's queries with a received adapter (shared_lora, fedavg_lora)."""
-    return evaluate_with_users(rt, task, [user], settings, method, run_dir, state,
-                               run_seed)[user.user_id]
-
-
 def cloud_prompts(task: Task, user: UserData, settings: DeviceSettings) -> list[str]:
     """The user's held-out queries with BM25-retrieved profile items: what goes to the cloud."""
     queries = user.queries[: settings.eval.max_queries] if settings.eval.max_queries \
@@ -125,8 +117,7 @@ def train_global_users(rt: DeviceRuntime, task: Task, users: list[UserData],
 
 def evaluate_with_users(rt: DeviceRuntime, task: Task, users: list[UserData],
                         settings: DeviceSettings, method: str, run_dir: str | None,
-                        state: dict[str, torch.Tensor], run_seed: int
-                        ) -> dict[str, dict[str, float]]:
+                        state: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
     """Evaluate a cohort's queries with one received adapter (shared_lora, fedavg_lora),
     all users' queries in shared batches."""
     load_adapter_state(rt, state)

@@ -116,6 +116,23 @@ def test_schedule_is_train_loras_order():
     assert schedule(0, s, seed=3) == []
 
 
+def test_cpu_training_uses_eager_attention_and_gives_sdpa_back(tags_data, tiny_device):
+    """On a CPU the cohort trains with eager attention; generation afterwards has SDPA."""
+    settings, rt = tiny_device
+    lm = rt.model.get_base_model()
+    assert lm.config._attn_implementation == "sdpa"
+    seen = []
+    attn = lm.get_decoder().layers[0].self_attn
+    hook = attn.register_forward_hook(
+        lambda module, args, out: seen.append(module.config._attn_implementation))
+    try:
+        _cohort(rt, _jobs(tags_data, [2, 2]), dataclasses.replace(settings.train, steps=1))
+    finally:
+        hook.remove()
+    assert seen == ["eager"]
+    assert lm.config._attn_implementation == "sdpa"
+
+
 @pytest.mark.parametrize("cap", [0.0, 5.0])
 def test_answer_loss_and_its_gradient_over_chunks(monkeypatch, cap):
     """Chunked answer-token CE with the gradient made in the forward = full-logit autograd."""
