@@ -14,7 +14,9 @@ from simulation.cli import main
 def test_bench_train_compares_three_paths_on_the_same_users(capsys):
     assert main(["bench", "train", "--config", "configs/tiny.toml", "--users", "3",
                  "--cohort", "3", "--repeat", "2"]) == 0
-    out = json.loads(capsys.readouterr().out)  # stdout is the JSON and nothing else
+    printed = capsys.readouterr()
+    out = json.loads(printed.out)  # stdout is the JSON and nothing else
+    assert printed.err.count("bench train: (") == 6  # progress: 3 paths x 2 repeats
     assert out["users"] == 3 and out["cohort"] == 3
     for path in ("a_one_by_one_peft", "b_cohort_k1", "c_cohort_k3"):
         p = out[path]
@@ -28,6 +30,7 @@ def test_bench_train_compares_three_paths_on_the_same_users(capsys):
     assert out["ceiling_tflops_bf16_matmul"] > 0 and "frozen base" in out["flops_formula"]
     # tiny.toml trains in fp32: the cohort's adapters are the one-by-one run's
     assert out["max_adapter_difference_a_vs_c"] < 1e-3
+    assert 0 <= out["max_relative_adapter_difference_a_vs_c"] < 1e-3
 
 
 def test_useful_flops_formula():
