@@ -12,9 +12,11 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
+
 from clients.cohort_trainer import CohortJob, train_cohort
 from clients.inference import GenerationReport, generate
-from clients.settings import DeviceSettings
+from clients.settings import DeviceSettings, TrainSettings
 from clients.stacked_lora import StackedLora
 from clients.trainer import TrainReport
 
@@ -45,11 +47,23 @@ def train(rt, jobs: Sequence[CohortJob], settings: DeviceSettings) -> Trained:
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     try:
         reports = train_cohort(rt.model, stack, rt.tokenizer, rt.formatter, jobs,
-                               settings.train, settings.train.pass_tokens)
+                               settings.train, pass_tokens(settings.train, lm.device))
     finally:
         if checkpointing:
             lm.gradient_checkpointing_disable()
     return Trained(stack, reports)
+
+
+def pass_tokens(train: TrainSettings, device: torch.device) -> int:
+    """`train.pass_tokens`, or the device's default when it is 0.
+
+    Measured on the 135M recipe, 16 users (5,312 tokens a step) on a 2-core CPU: passes of
+    2,048 tokens ran a step in 12.6 s at 4.0 GB peak, one pass of 5,312 in 12.3 s at 7.8 GB.
+    A CPU gains nothing from larger passes; a GPU does (its matmuls need rows).
+    """
+    if train.pass_tokens:
+        return train.pass_tokens
+    return 2048 if device.type == "cpu" else 32768
 
 
 def answer(rt, prompts: Sequence[Sequence[str]], max_new_tokens: int, batch_size: int,

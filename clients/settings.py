@@ -48,9 +48,11 @@ class TrainSettings:
     steps: int = field(default=0, metadata={
         "help": "exact optimiser steps per user, cycling the data; 0 = `epochs` passes. "
                 "Use it to compare methods whose users hold different amounts of data"})
-    pass_tokens: int = field(default=32768, metadata={
+    pass_tokens: int = field(default=0, metadata={
         "help": "most padded tokens in one forward pass of a cohort: a step of more runs "
-                "as several passes of whole users (same result, bounded memory); 0 = no bound"})
+                "as several passes of whole users (same result, bounded memory); 0 = by "
+                "device: 2048 on a CPU (as fast as larger passes there, half the memory), "
+                "32768 on a GPU"})
     checkpointing: bool = field(default=False, metadata={
         "help": "activation checkpointing in the base (less memory, ~30% more compute)"})
 

@@ -124,6 +124,7 @@ def _timed(fn, device):
 
 def main(args: argparse.Namespace) -> int:
     from clients import device as dev
+    from clients.cohort import pass_tokens as cohort_pass_tokens
     from clients.trainer import IGNORE, encode
     from simulation.config import DEFAULT_CONFIG, load_config
     from simulation.experiment import prepare_data
@@ -197,7 +198,7 @@ def main(args: argparse.Namespace) -> int:
                    "batch_size": cfg.device.train.batch_size,
                    "epochs": cfg.device.train.epochs, "steps": cfg.device.train.steps,
                    "max_length": cfg.device.train.max_length, "bf16": cfg.device.train.bf16,
-                   "pass_tokens": cfg.device.train.pass_tokens,
+                   "pass_tokens": cohort_pass_tokens(cfg.device.train, device),
                    "checkpointing": cfg.device.train.checkpointing},
         "train_tokens": tokens, "answer_tokens": answer, "padded_tokens_one_by_one": padded,
         "model_shape": shape, "useful_flops": flops, "flops_formula": FLOPS_FORMULA,

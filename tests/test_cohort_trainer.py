@@ -163,6 +163,15 @@ def test_answer_loss_and_its_gradient_over_chunks(monkeypatch, cap):
     assert got[1][:, -1].abs().max() == 0  # the last position predicts nothing
 
 
+def test_pass_tokens_default_by_device():
+    from clients.cohort import pass_tokens
+    from clients.settings import TrainSettings
+
+    assert pass_tokens(TrainSettings(), torch.device("cpu")) == 2048
+    assert pass_tokens(TrainSettings(), torch.device("cuda")) == 32768
+    assert pass_tokens(TrainSettings(pass_tokens=500), torch.device("cpu")) == 500
+
+
 def test_idle_users_get_no_update_and_no_moment_drift():
     p = torch.nn.Parameter(torch.ones(3, 2))
     opt = StackedAdamW([p], 3, lr=0.1, weight_decay=0.5)
