@@ -7,6 +7,7 @@ one place that turns `{"train": {"lr": 1e-3}}` into them and rejects unknown key
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from collections.abc import Mapping
@@ -24,7 +25,7 @@ def from_mapping(cls: type[T], data: Mapping[str, Any] | None, where: str = "") 
     if data is not None and not isinstance(data, Mapping):  # dict() would take a list of pairs
         raise ConfigError(f"[{where.rstrip('.') or 'top level'}] must be a table, got {data!r}")
     data = dict(data or {})
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields), key=str)  # keys need not be str (JSON, Python)
     if unknown:
@@ -45,6 +46,13 @@ def from_mapping(cls: type[T], data: Mapping[str, Any] | None, where: str = "") 
         return cls(**kwargs)
     except ConfigError as err:
         raise ConfigError(f"{where}{err}") from None  # checks name the leaf field
+
+
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """The class's resolved annotations, once: every device message is parsed through here,
+    and resolving them costs about 0.6 ms a time."""
+    return typing.get_type_hints(cls)
 
 
 def _coerce(value: Any, hint: Any, name: str) -> Any:
