@@ -32,6 +32,7 @@ from strategies.replies import ANSI, Items, View, error_detail, error_reason
 from tasks.files import INFLIGHT_DIR
 
 log = logging.getLogger(__name__)
+POLL_GAP = 4  # seconds between pulls, in units of the last pull's own duration
 
 
 class RunStopped(RuntimeError):
@@ -131,7 +132,9 @@ class DeviceExchange:
         while sent:
             if self.should_stop():
                 raise RunStopped(f"stopped during {method} with {len(sent)} users in flight")
+            asked = time.perf_counter()
             replies = list(grid.pull_messages(list(sent)))
+            poll = time.perf_counter() - asked
             for reply in replies:
                 if self.should_stop():  # replies from devices the stop itself killed
                     raise RunStopped(f"stopped during {method} with {len(sent)} in flight")
@@ -155,8 +158,10 @@ class DeviceExchange:
                         self._timeout(method, attempt, sent.pop(mid), failed,
                                       f"nothing started or replied for {timeout:g} s")
                         started.pop(mid, None)
-            if sent and not replies:
-                time.sleep(0.05)
+            if sent:  # a pull costs in proportion to the ids in flight: wait a few pulls'
+                # time between pulls (at least 50 ms when nothing came), so a thousand
+                # in-flight messages do not make the driver a busy loop beside the devices
+                time.sleep(max(POLL_GAP * poll, 0.0 if replies else 0.05))
         for mid in ids:
             (inflight / mid).unlink(missing_ok=True)
         return failed
