@@ -138,10 +138,15 @@ def _heads(peft_model):
     return lm.get_decoder(), lm.get_output_embeddings(), float(cap)
 
 
+def _head_logits(hidden: torch.Tensor, head_weight: torch.Tensor, dtype) -> torch.Tensor:
+    """The frozen head's logits, its matmul in `dtype`, returned in fp32 (fp64 if so)."""
+    logits = F.linear(hidden.to(dtype), head_weight)
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
+
+
 def _chunk_ce(head_weight: torch.Tensor, cap: float, dtype):
     def ce(hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        logits = F.linear(hidden.to(dtype), head_weight)
-        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # fp32, or fp64
+        logits = _head_logits(hidden, head_weight, dtype)
         if cap:
             logits = torch.tanh(logits / cap) * cap
         return F.cross_entropy(logits, targets, reduction="none")
@@ -163,10 +168,8 @@ class _AnswerCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, targets, head_weight, cap, dtype):
         ces, grads = [], []
-        for s in range(0, hidden.shape[0], LOGIT_CHUNK):
-            h, y = hidden[s : s + LOGIT_CHUNK], targets[s : s + LOGIT_CHUNK]
-            z = F.linear(h.to(dtype), head_weight)
-            z = z.to(torch.promote_types(z.dtype, torch.float32))
+        for h, y in zip(hidden.split(LOGIT_CHUNK), targets.split(LOGIT_CHUNK)):
+            z = _head_logits(h, head_weight, dtype)
             capped = None
             if cap:
                 capped = torch.tanh(z / cap)
@@ -197,18 +200,16 @@ def answer_token_loss(hidden: torch.Tensor, labels: torch.Tensor, row_weight: to
     y = target[where]
     w = row_weight[:, None].expand_as(target)[where]
     u = row_user[:, None].expand_as(target)[where]
-    ce_fn = _chunk_ce(head_weight, cap, low or head_weight.dtype)
+    dtype = low or head_weight.dtype
+    grad = torch.is_grad_enabled() and h.requires_grad
     if h.shape[0] == 0:
         ce = h.new_zeros(0, dtype=torch.promote_types(h.dtype, torch.float32))
-    elif torch.is_grad_enabled() and h.requires_grad and not head_weight.requires_grad:
-        ce = _AnswerCE.apply(h, y, head_weight, cap, low or head_weight.dtype)
-    elif torch.is_grad_enabled() and h.requires_grad:  # a trainable head: autograd, chunked
-        ce = torch.cat([checkpoint(ce_fn, h[s : s + LOGIT_CHUNK], y[s : s + LOGIT_CHUNK],
-                                   use_reentrant=False)
-                        for s in range(0, h.shape[0], LOGIT_CHUNK)])
-    else:
-        ce = torch.cat([ce_fn(h[s : s + LOGIT_CHUNK], y[s : s + LOGIT_CHUNK])
-                        for s in range(0, h.shape[0], LOGIT_CHUNK)])
+    elif grad and not head_weight.requires_grad:
+        ce = _AnswerCE.apply(h, y, head_weight, cap, dtype)
+    else:  # no gradient, or a trainable head (autograd, each chunk checkpointed)
+        ce_fn = _chunk_ce(head_weight, cap, dtype)
+        ce = torch.cat([checkpoint(ce_fn, hc, yc, use_reentrant=False) if grad else ce_fn(hc, yc)
+                        for hc, yc in zip(h.split(LOGIT_CHUNK), y.split(LOGIT_CHUNK))])
     num = torch.zeros(users, dtype=ce.dtype, device=ce.device).index_add(0, u, ce * w)
     den = torch.zeros(users, dtype=ce.dtype, device=ce.device).index_add(0, u, w.to(ce.dtype))
     return num / den.clamp_min(1e-8)

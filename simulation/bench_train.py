@@ -74,7 +74,7 @@ def useful_flops(shape: dict, tokens: int, answer_tokens: int, mean_len: float) 
             + answer_tokens * 4 * shape["vocab"] * shape["hidden"])
 
 
-def _jobs(data, users, settings, run_seed, examples: int):
+def _jobs(data, users, run_seed, examples: int):
     from clients.cohort_trainer import CohortJob
     from clients.device import user_seed
 
@@ -139,7 +139,7 @@ def main(args: argparse.Namespace) -> int:
     rt = dev.runtime(cfg.device)
     device = next(rt.model.parameters()).device
     users = data.user_ids()[: args.users]
-    jobs = _jobs(data, users, cfg.device, cfg.experiment.seed, getattr(args, "examples", 0))
+    jobs = _jobs(data, users, cfg.experiment.seed, args.examples)
     # what every path trains: the same rows, so tokens and useful FLOPs are shared
     from clients.cohort_trainer import schedule
 
@@ -168,7 +168,7 @@ def main(args: argparse.Namespace) -> int:
              "c": f"cohort trainer at K = {args.cohort}"}
     times: dict[str, list[float]] = {p: [] for p in paths}
     states = {}
-    repeat = max(1, getattr(args, "repeat", 2))
+    repeat = max(1, args.repeat)
     for r in range(repeat):  # a b c, then c b a: a load that drifts hits every path alike
         for p in ("abc" if r % 2 == 0 else "cba"):
             states[p], seconds = _timed(paths[p], device)
