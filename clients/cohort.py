@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from clients.adapter_slot import load_adapter_state, reset_adapter
 from clients.cohort_trainer import CohortJob, train_cohort
 from clients.inference import GenerationReport, generate
 from clients.settings import DeviceSettings, TrainSettings
@@ -31,9 +32,6 @@ class Trained:
 
 def train(rt, jobs: Sequence[CohortJob], settings: DeviceSettings) -> Trained:
     """Initialise each job's adapter as a one-by-one run would, then train them together."""
-    from clients.device import reset_adapter
-    from clients.shared import load_adapter_state
-
     stack = StackedLora(rt.model, len(jobs))
     for k, job in enumerate(jobs):
         if job.init_state is not None:

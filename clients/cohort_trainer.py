@@ -19,16 +19,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
+from clients.answer_loss import answer_token_loss, decoder_and_head
 from clients.settings import TrainSettings
+from clients.stacked_adamw import StackedAdamW, clip_per_user
 from clients.stacked_lora import StackedLora, frozen_weights_in
-from clients.trainer import IGNORE, TrainReport, _collate, encode
+from clients.trainer import TrainReport, _collate, encode
+from clients.training_attention import cpu_training_attention
 from models.prompting import PromptFormatter
 from tasks.catalog import Example
-
-LOGIT_CHUNK = 2048  # answer positions whose logits exist at once
 
 
 @dataclass
@@ -61,160 +60,6 @@ def schedule(n: int, settings: TrainSettings, seed: int, steps: int = 0) -> list
     return out
 
 
-class StackedAdamW:
-    """torch's AdamW, element-wise over stacked (K, ...) weights, with a step per user."""
-
-    def __init__(self, params: list[torch.nn.Parameter], users: int, lr: float,
-                 weight_decay: float, betas=(0.9, 0.999), eps: float = 1e-8):
-        self.params, self.lr, self.wd, self.betas, self.eps = params, lr, weight_decay, betas, eps
-        self.m = [torch.zeros_like(p) for p in params]
-        self.v = [torch.zeros_like(p) for p in params]
-        self.steps = torch.zeros(users, dtype=torch.float64)
-
-    @torch.no_grad()
-    def step(self, active: torch.Tensor) -> None:
-        """Update the users in `active` (bool, (K,)) only; others keep weights and moments."""
-        idx = active.nonzero().flatten()
-        if idx.numel() == 0:
-            return
-        self.steps[idx] += 1
-        b1, b2 = self.betas
-        t = self.steps[idx]
-        step_size = self.lr / (1 - b1 ** t)  # float64; cast to each weight's dtype below
-        bc2_sqrt = torch.sqrt(1 - b2 ** t)
-        dev = self.params[0].device
-        idx_d = idx.to(dev)
-        for p, m, v in zip(self.params, self.m, self.v):
-            shape = (-1,) + (1,) * (p.dim() - 1)
-            w, g = p.data.index_select(0, idx_d), p.grad.index_select(0, idx_d)
-            mm, vv = m.index_select(0, idx_d), v.index_select(0, idx_d)
-            w.mul_(1 - self.lr * self.wd)
-            mm.lerp_(g, 1 - b1)
-            vv.mul_(b2).addcmul_(g, g, value=1 - b2)
-            denom = (vv.sqrt() / bc2_sqrt.to(dev, p.dtype).view(shape)).add_(self.eps)
-            w.sub_(mm / denom * step_size.to(dev, p.dtype).view(shape))
-            p.data.index_copy_(0, idx_d, w)
-            m.index_copy_(0, idx_d, mm)
-            v.index_copy_(0, idx_d, vv)
-
-
-def clip_per_user(params: list[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
-    """Scale each user's gradient to at most `max_norm` (torch's clip_grad_norm_ per user)."""
-    sq = sum(p.grad.pow(2).flatten(1).sum(1) for p in params)
-    norms = sq.sqrt()
-    coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
-    for p in params:
-        p.grad.mul_(coef.view((-1,) + (1,) * (p.dim() - 1)))
-    return norms
-
-
-@contextlib.contextmanager
-def cpu_training_attention(peft_model, device: torch.device):
-    """On a CPU, train with transformers' eager attention instead of SDPA.
-
-    torch's CPU flash-attention kernel is slow in backward for these short bf16
-    sequences (measured at 64 rows x 83 tokens, 9 heads of 64: 102 ms backward against
-    21 ms for the matmul-and-softmax form, which is exact attention too, softmax in fp32).
-    GPUs keep SDPA, and so does a float64 model (eager's softmax is float32). The model's
-    own choice is restored afterwards (generation keeps it).
-    """
-    lm = peft_model.get_base_model()
-    before = getattr(lm.config, "_attn_implementation", None)
-    if (device.type != "cpu" or before != "sdpa" or lm.dtype == torch.float64
-            or not hasattr(lm, "set_attn_implementation")):
-        yield
-        return
-    lm.set_attn_implementation("eager")
-    try:
-        yield
-    finally:
-        lm.set_attn_implementation(before)
-
-
-def _heads(peft_model):
-    """The causal LM's decoder (hidden states) and output head, with any logit soft-cap."""
-    lm = peft_model.get_base_model()
-    cap = getattr(lm.config, "final_logit_softcapping", None) or 0.0
-    return lm.get_decoder(), lm.get_output_embeddings(), float(cap)
-
-
-def _head_logits(hidden: torch.Tensor, head_weight: torch.Tensor, dtype) -> torch.Tensor:
-    """The frozen head's logits, its matmul in `dtype`, returned in fp32 (fp64 if so)."""
-    logits = F.linear(hidden.to(dtype), head_weight)
-    return logits.to(torch.promote_types(logits.dtype, torch.float32))
-
-
-def _chunk_ce(head_weight: torch.Tensor, cap: float, dtype):
-    def ce(hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        logits = _head_logits(hidden, head_weight, dtype)
-        if cap:
-            logits = torch.tanh(logits / cap) * cap
-        return F.cross_entropy(logits, targets, reduction="none")
-
-    return ce
-
-
-class _AnswerCE(torch.autograd.Function):
-    """Per-token CE of a frozen head over chunks, its input gradient made in the forward.
-
-    Each chunk's logits exist only while that chunk is worked on: the forward computes the
-    chunk's CE and, at once, d CE / d hidden = (softmax - onehot) @ W, written out rather
-    than through autograd (which would allocate log-probabilities, a zero-filled one-hot
-    and their backward, each as large as the logits). Backward only scales those rows by
-    the incoming gradient. No logits are kept and none are recomputed (checkpointing would
-    compute the head's matmul and softmax twice).
-    """
-
-    @staticmethod
-    def forward(ctx, hidden, targets, head_weight, cap, dtype):
-        ces, grads = [], []
-        for h, y in zip(hidden.split(LOGIT_CHUNK), targets.split(LOGIT_CHUNK)):
-            z = _head_logits(h, head_weight, dtype)
-            capped = None
-            if cap:
-                capped = torch.tanh(z / cap)
-                z = capped * cap
-            lse = torch.logsumexp(z, dim=-1, keepdim=True)
-            ces.append(lse[:, 0] - z.gather(1, y[:, None])[:, 0])
-            grad = z.sub_(lse).exp_()  # softmax, in place of the logits
-            grad.scatter_add_(1, y[:, None], grad.new_full((len(y), 1), -1.0))
-            if capped is not None:
-                grad.mul_(1 - capped * capped)
-            grads.append((grad.to(dtype) @ head_weight).to(hidden.dtype))
-        ctx.save_for_backward(torch.cat(grads))
-        return torch.cat(ces)
-
-    @staticmethod
-    def backward(ctx, grad_ce):
-        (d_hidden,) = ctx.saved_tensors
-        return d_hidden * grad_ce[:, None].to(d_hidden.dtype), None, None, None, None
-
-
-def answer_token_loss(hidden: torch.Tensor, labels: torch.Tensor, row_weight: torch.Tensor,
-                      row_user: torch.Tensor, users: int, head_weight: torch.Tensor,
-                      cap: float, low: torch.dtype | None) -> torch.Tensor:
-    """Per-user token-normalised weighted CE (K,), from logits of answer positions only."""
-    target = labels[:, 1:]
-    where = target != IGNORE
-    h = hidden[:, :-1][where]
-    y = target[where]
-    w = row_weight[:, None].expand_as(target)[where]
-    u = row_user[:, None].expand_as(target)[where]
-    dtype = low or head_weight.dtype
-    grad = torch.is_grad_enabled() and h.requires_grad
-    if h.shape[0] == 0:
-        ce = h.new_zeros(0, dtype=torch.promote_types(h.dtype, torch.float32))
-    elif grad and not head_weight.requires_grad:
-        ce = _AnswerCE.apply(h, y, head_weight, cap, dtype)
-    else:  # no gradient, or a trainable head (autograd, each chunk checkpointed)
-        ce_fn = _chunk_ce(head_weight, cap, dtype)
-        ce = torch.cat([checkpoint(ce_fn, hc, yc, use_reentrant=False) if grad else ce_fn(hc, yc)
-                        for hc, yc in zip(h.split(LOGIT_CHUNK), y.split(LOGIT_CHUNK))])
-    num = torch.zeros(users, dtype=ce.dtype, device=ce.device).index_add(0, u, ce * w)
-    den = torch.zeros(users, dtype=ce.dtype, device=ce.device).index_add(0, u, w.to(ce.dtype))
-    return num / den.clamp_min(1e-8)
-
-
 def train_cohort(peft_model, stack: StackedLora, tokenizer, formatter: PromptFormatter,
                  jobs: Sequence[CohortJob], settings: TrainSettings,
                  max_tokens: int = 0) -> list[TrainReport]:
@@ -238,7 +83,7 @@ def train_cohort(peft_model, stack: StackedLora, tokenizer, formatter: PromptFor
     low = torch.bfloat16 if settings.bf16 else None
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if low
                 else contextlib.nullcontext())
-    decoder, head, cap = _heads(peft_model)
+    decoder, head, cap = decoder_and_head(peft_model)
     params = stack.user_parameters()
     opt = StackedAdamW(params, K, settings.lr, settings.weight_decay)
     pad_id = tokenizer.pad_token_id

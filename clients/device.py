@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,6 @@ from clients import cohort
 from clients.cohort_trainer import CohortJob
 from clients.inference import GenerationReport, peak_memory_mb
 from clients.node import serving_node
-from clients.retrieval import profile_prompt
 from clients.settings import DeviceSettings
 from clients.storage import adapter_dir, save_adapter
 from models import PromptFormatter, load_model
@@ -73,26 +73,21 @@ def user_seed(run_seed: int, user_id: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{run_seed}/{user_id}".encode()).digest()[:4], "big")
 
 
-def reset_adapter(model: torch.nn.Module, seed: int) -> None:
-    """Give the LoRA slot a fresh, seeded initialisation (B = 0: starts as the base)."""
-    from peft.tuners.lora import LoraLayer
-
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        for module in model.modules():
-            if isinstance(module, LoraLayer):
-                module.reset_lora_parameters("default", True)
-
-
 def _queries(user: UserData, settings: DeviceSettings):
     q = user.queries
     return q[: settings.eval.max_queries] if settings.eval.max_queries else q
 
 
-def _prompts(task: Task, user: UserData, settings: DeviceSettings, method: str) -> list[str]:
+# How a method turns a user's query into the device's prompt (profile_prompt retrieves
+# profile items into it); None: the query's own prompt.
+Prompting = Callable[[Task, UserData, DeviceSettings, str], str]
+
+
+def _prompts(task: Task, user: UserData, settings: DeviceSettings,
+             prompting: Prompting | None) -> list[str]:
     prompts = [q.prompt for q in _queries(user, settings)]
-    if method == "profile_prompt":
-        prompts = [profile_prompt(task, p, user.profile, settings.eval.profile_k) for p in prompts]
+    if prompting is not None:
+        prompts = [prompting(task, user, settings, p) for p in prompts]
     return prompts
 
 
@@ -128,10 +123,11 @@ def score_user(task: Task, user: UserData, settings: DeviceSettings, method: str
 
 def evaluate_users(rt: DeviceRuntime, task: Task, users: list[UserData],
                    settings: DeviceSettings, method: str, run_dir: Path | None,
-                   use_adapter: bool = False, stack=None) -> dict[str, dict[str, float]]:
+                   use_adapter: bool = False, stack=None, prompting: Prompting | None = None
+                   ) -> dict[str, dict[str, float]]:
     """Answer a cohort's held-out queries, all users in shared batches, and score each:
     through each user's own adapter (`stack`), peft's slot (`use_adapter`) or the base."""
-    prompts = [_prompts(task, u, settings, method) for u in users]
+    prompts = [_prompts(task, u, settings, prompting) for u in users]
     max_new = settings.eval.max_new_tokens or task.max_new_tokens
     texts, report = cohort.answer(rt, prompts, max_new, settings.eval.batch_size, stack,
                                   use_adapter)
@@ -142,17 +138,20 @@ def evaluate_users(rt: DeviceRuntime, task: Task, users: list[UserData],
 
 
 def evaluate_user(rt: DeviceRuntime, task: Task, user: UserData, settings: DeviceSettings,
-                  method: str, run_dir: Path | None, use_adapter: bool) -> dict[str, float]:
+                  method: str, run_dir: Path | None, use_adapter: bool,
+                  prompting: Prompting | None = None) -> dict[str, float]:
     """Answer one user's held-out queries on the device and score them."""
-    return evaluate_users(rt, task, [user], settings, method, run_dir, use_adapter)[
-        user.user_id]
+    return evaluate_users(rt, task, [user], settings, method, run_dir, use_adapter,
+                          prompting=prompting)[user.user_id]
 
 
 def train_users(rt: DeviceRuntime, task: Task, users: list[UserData],
                 synthetic: dict[str, list[dict]], settings: DeviceSettings, method: str,
-                run_dir: Path | None, run_seed: int) -> dict[str, dict[str, float]]:
+                run_dir: Path | None, run_seed: int, adapters: str | None = None
+                ) -> dict[str, dict[str, float]]:
     """Train a cohort's own adapters on real (+ synthetic) data together, save each in
-    peft's format, evaluate each with its own adapter; metrics by user id."""
+    peft's format under `run_dir/<adapters>/<user>/` (default `adapters-<method>`),
+    evaluate each with its own adapter; metrics by user id."""
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
@@ -167,7 +166,8 @@ def train_users(rt: DeviceRuntime, task: Task, users: list[UserData],
     sizes = {}
     for k, u in enumerate(users):
         trained.stack.to_slot(k)
-        sizes[u.user_id] = save_adapter(rt.model, adapter_dir(run_dir, method, u.user_id)) \
+        sizes[u.user_id] = save_adapter(
+            rt.model, adapter_dir(run_dir, adapters or f"adapters-{method}", u.user_id)) \
             if run_dir is not None else 0
     evaluated = evaluate_users(rt, task, users, settings, method, run_dir, stack=trained.stack)
     trainable = sum(p[0].numel() for p in trained.stack.user_parameters())
@@ -196,7 +196,7 @@ def train_users(rt: DeviceRuntime, task: Task, users: list[UserData],
 
 def train_user(rt: DeviceRuntime, task: Task, user: UserData, synthetic: list[dict],
                settings: DeviceSettings, method: str, run_dir: Path | None,
-               run_seed: int) -> dict[str, float]:
+               run_seed: int, adapters: str | None = None) -> dict[str, float]:
     """Train, save and evaluate one user's adapter (a cohort of one)."""
     return train_users(rt, task, [user], {user.user_id: synthetic}, settings, method,
-                       run_dir, run_seed)[user.user_id]
+                       run_dir, run_seed, adapters)[user.user_id]

@@ -28,12 +28,6 @@ from clients.faults import DeviceFaults
 from clients.settings import DeviceSettings
 from tasks.structured import from_mapping
 
-QUERY_SEEDS = "query.seeds"
-QUERY_DATA = "query.data"  # shared_lora: all real examples up
-QUERY_PROMPTS = "query.prompts"  # cloud: the user's prompts up
-TRAIN = "train"
-EVALUATE = "evaluate"
-
 
 @dataclass
 class Request:

@@ -6,13 +6,11 @@ from pathlib import Path
 
 from tasks.files import atomic_dir
 
-MAIN_METHOD = "cdcda"
 
-
-def adapter_dir(run_dir: Path | str, method: str, user_id: str) -> Path:
-    """`adapters/<user>/` for the main method; `adapters-<method>/<user>/` for baselines."""
-    root = "adapters" if method == MAIN_METHOD else f"adapters-{method}"
-    return Path(run_dir) / root / user_id
+def adapter_dir(run_dir: Path | str, folder: str, user_id: str) -> Path:
+    """`<folder>/<user>/` in the run directory: each method names its folder
+    (`adapters/` for cdcda, `adapters-<method>/` for the baselines)."""
+    return Path(run_dir) / folder / user_id
 
 
 def save_adapter(model, path: Path) -> int:

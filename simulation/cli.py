@@ -1,70 +1,24 @@
-"""The `cdcda` command line: data, eval, models, run, bench."""
+"""The `cdcda` command line: data, eval, models, run, summary, report, bench.
+
+This module only parses and dispatches: what each command does is in simulation/commands.py.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 
-from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 
-from simulation.logs import OUR_PACKAGES, ConsoleFilter
-
-console = Console(stderr=True)
-
-
-def _data_make(args: argparse.Namespace) -> int:
-    from tasks.benchmark import make_benchmark
-
-    meta = make_benchmark(args.task, args.users, args.seed, args.out, args.profile_size,
-                          args.queries, args.noise)
-    console.print(f"wrote {meta['users']} users ({meta['task']} format) to {args.out}")
-    print(json.dumps(meta))
-    return 0
+from simulation import commands
+from simulation.console import console, describe
+from simulation.running.logs import OUR_PACKAGES, ConsoleFilter
 
 
-def _eval(args: argparse.Namespace) -> int:
-    from tasks.catalog import get_task
-    from tasks.evaluate import score_files
-
-    try:
-        get_task(args.task)
-    except ValueError as err:
-        raise ValueError(f"--task: {err}") from err
-    if args.raw:
-        logging.getLogger(__name__).warning(
-            "--raw does nothing now: LaMP's official semantics are the default; "
-            "--parse opts into the lenient parser")
-    print(json.dumps(score_files(args.task, args.golds, args.preds, parse=args.parse)))
-    return 0
-
-
-def _models(args: argparse.Namespace) -> int:
-    from models import NAMED_MODELS, load_model
-
-    if args.action == "list":
-        for name, m in NAMED_MODELS.items():
-            print(f"{name}\t{m.description}")
-        return 0
-    out = {}
-    for name in args.names or list(NAMED_MODELS):
-        loaded = load_model(name)
-        out[name] = {"load_seconds": round(loaded.load_seconds, 2),
-                     "parameters": sum(p.numel() for p in loaded.model.parameters())}
-        console.print(f"{name}: ready in {loaded.load_seconds:.1f} s")
-    print(json.dumps(out))
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cdcda", description=__doc__)
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = p.add_subparsers(dest="command", required=True)
-
+def _data(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="bundled offline benchmark")
     dsub = data.add_subparsers(dest="action", required=True)
     mk = dsub.add_parser("make", help="write a benchmark in LaMP format")
@@ -76,8 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     mk.add_argument("--profile-size", type=int, default=8, help="real examples per user")
     mk.add_argument("--queries", type=int, default=2, help="held-out queries per user")
     mk.add_argument("--noise", type=float, default=0.0, help="share of golds flipped")
-    mk.set_defaults(fn=_data_make)
+    mk.set_defaults(fn=commands.data_make)
 
+
+def _eval(sub: argparse._SubParsersAction) -> None:
     ev = sub.add_parser("eval", help="score LaMP-format predictions; prints metrics as JSON")
     ev.add_argument("--task", required=True, help="LaMP-1 ... LaMP-7")
     ev.add_argument("--golds", required=True, type=Path)
@@ -86,16 +42,85 @@ def build_parser() -> argparse.ArgumentParser:
                     help="canonicalise model chatter first, as a run does (default: score the"
                          " stripped strings exactly as LaMP's official script does)")
     ev.add_argument("--raw", action="store_true", help=argparse.SUPPRESS)  # deprecated; warns
-    ev.set_defaults(fn=_eval)
+    ev.set_defaults(fn=commands.evaluate)
 
+
+def _models(sub: argparse._SubParsersAction) -> None:
     mo = sub.add_parser("models", help="list bundled models or convert them to the cache")
     mo.add_argument("action", choices=["list", "prepare"])
     mo.add_argument("names", nargs="*")
-    mo.set_defaults(fn=_models)
+    mo.set_defaults(fn=commands.models)
 
-    from simulation import commands
 
-    commands.add_run_and_bench(sub)
+def _run(sub: argparse._SubParsersAction) -> None:
+    r = sub.add_parser("run", help="run an experiment (Flower simulation on Ray); resumable")
+    r.add_argument("--config", type=Path, help="TOML experiment (default: configs/default.toml)")
+    r.add_argument("--out", type=Path, required=True, help="run directory (reused to resume)")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set device.train.epochs=2")
+    r.add_argument("--ray-address",
+                   help="join a Ray cluster: 'auto' (the one `ray start` started on this "
+                        "machine) or the head's HOST:PORT; --out must then be on a "
+                        "filesystem every node mounts")
+    r.set_defaults(fn=commands.run)
+
+    s = sub.add_parser("summary", help="rebuild DIR/summary.json from what DIR stores")
+    s.add_argument("dir", type=Path, help="a run directory")
+    s.set_defaults(fn=commands.summary)
+
+    rp = sub.add_parser("report", help="rebuild DIR/report.md and its plots from summary.json")
+    rp.add_argument("dir", type=Path, help="a run directory holding summary.json")
+    rp.set_defaults(fn=commands.report)
+
+
+def _bench(sub: argparse._SubParsersAction) -> None:
+    b = sub.add_parser("bench", help="measure and print JSON figures")
+    bsub = b.add_subparsers(dest="what", required=True)
+    for name, fn, users, doc in (
+            ("device", commands.bench_device, 2,
+             "Train + evaluate N users one at a time on the device path (no Flower): the "
+             "figures a device would see (load, seconds per step and per user, tokens/s, "
+             "peak memory)."),
+            ("cloud", commands.bench_cloud, 4,
+             "Augmentation throughput of the configured cloud backend over N users' seeds.")):
+        p = bsub.add_parser(name, help=doc)
+        p.add_argument("--config", type=Path)
+        p.add_argument("--set", action="append", metavar="KEY=VALUE")
+        p.add_argument("--users", type=int, default=users)
+        if name == "device":
+            p.add_argument("--out", type=Path, help="keep adapters here (default: a temp dir)")
+        p.set_defaults(fn=fn)
+
+    sim = bsub.add_parser("sim", help="orchestration overhead per user per round: Flower's "
+                                      "engine on Ray with the tiny model")
+    sim.add_argument("--users", type=int, default=100)
+    sim.add_argument("--cohort", type=int, default=None,
+                     help="users per SuperNode (runtime.cohort; default: the config's)")
+    sim.add_argument("--rounds", type=int, default=3, help="no-work rounds after discovery")
+    sim.add_argument("--config", type=Path, help="TOML experiment (default: configs/tiny.toml)")
+    sim.add_argument("--set", action="append", metavar="KEY=VALUE")
+    sim.add_argument("--out", type=Path, help="keep the run directory here (default: temp)")
+    sim.set_defaults(fn=commands.bench_sim)
+
+    train = bsub.add_parser("train", help="cohort training throughput (K users per base)")
+    train.add_argument("--users", type=int, default=8)
+    train.add_argument("--cohort", type=int, default=16, help="users trained together")
+    train.add_argument("--config", type=Path)
+    train.add_argument("--set", action="append", metavar="KEY=VALUE")
+    train.add_argument("--out", type=Path)
+    train.add_argument("--examples", type=int, default=0,
+                       help="examples per user (cycling the user's own; 0 = as they are)")
+    train.add_argument("--repeat", type=int, default=2,
+                       help="repetitions per path, alternating order; the fastest counts")
+    train.set_defaults(fn=commands.bench_train)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cdcda", description=__doc__.split("\n")[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in (_data, _eval, _models, _run, _bench):
+        add(sub)
     return p
 
 
@@ -118,16 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, RuntimeError) as err:
         logging.getLogger(__name__).debug("traceback", exc_info=True)  # shown with -v
         # soft_wrap: a long path stays one piece; escape: file data may hold "[/x]"
-        console.print(f"[red]error:[/red] {escape(_describe(err))}", soft_wrap=True)
+        console.print(f"[red]error:[/red] {escape(describe(err))}", soft_wrap=True)
         return 2
-
-
-def _describe(err: Exception) -> str:
-    """An error's message; an OSError's names its path(s) first, as our own errors do."""
-    if isinstance(err, OSError) and err.filename is not None:
-        paths = " -> ".join(str(f) for f in (err.filename, err.filename2) if f is not None)
-        return f"{paths}: {err.strerror or err}"
-    return str(err)
 
 
 if __name__ == "__main__":

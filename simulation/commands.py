@@ -1,11 +1,18 @@
-"""`cdcda run`, `summary`, `report`: one experiment through Flower on Ray; its summary, report."""
+"""What each `cdcda` command does (simulation/cli.py parses and dispatches to these).
+
+Heavy imports (torch, Flower, Ray) happen inside the command that needs them, so
+`cdcda --help` and `cdcda eval` start fast.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from pathlib import Path
+
+from simulation.console import console
 
 # exit codes: 0 every method has results (failures, if any, are listed); 1 the run
 # finished but failed (a method with no successful user, or the cloud produced nothing);
@@ -53,11 +60,10 @@ def _scale_line(sc: dict) -> str:
             f"all processes {mem['all']:.0f} MiB")
 
 
-def _run(args: argparse.Namespace) -> int:
-    from simulation.cli import console
+def run(args: argparse.Namespace) -> int:
     from simulation.config import DEFAULT_CONFIG, load_config
-    from simulation.runner import run
-    from simulation.signals import Interrupted, exit_if_stuck
+    from simulation.running.runner import run as run_experiment
+    from simulation.running.signals import Interrupted, exit_if_stuck
 
     overrides = list(args.set or [])
     if args.ray_address:
@@ -66,7 +72,7 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out).resolve()
     start = time.perf_counter()
     try:
-        summary = run(cfg, out, console=console, verbose=args.verbose)
+        summary = run_experiment(cfg, out, console=console, verbose=args.verbose)
     except Interrupted as stop:
         console.print(f"[yellow]stopped by {stop}[/yellow]: finished users' results and "
                       f"adapters are kept in {out}.\nresume with: cdcda run --out {out} "
@@ -75,7 +81,7 @@ def _run(args: argparse.Namespace) -> int:
         return stop.exit_code
     code = _print_summary(summary, console)
     if summary.get("users"):
-        from simulation.report import write_report
+        from simulation.results.report import write_report
 
         try:
             console.print(f"report: {write_report(out)}")
@@ -89,11 +95,10 @@ def _run(args: argparse.Namespace) -> int:
     return code
 
 
-def _summary(args: argparse.Namespace) -> int:
+def summary(args: argparse.Namespace) -> int:
     """Rebuild summary.json from a run directory's stored state (runs nothing)."""
-    from simulation.cli import console
     from simulation.config import load_config
-    from simulation.experiment import write_summary
+    from simulation.running.experiment import write_summary
 
     run_dir = Path(args.dir).resolve()
     config = run_dir / "config.toml"
@@ -105,10 +110,9 @@ def _summary(args: argparse.Namespace) -> int:
     return code
 
 
-def _report(args: argparse.Namespace) -> int:
+def report(args: argparse.Namespace) -> int:
     """Rebuild DIR/report.md and its plots from DIR/summary.json (runs nothing)."""
-    from simulation.cli import console
-    from simulation.report import write_report
+    from simulation.results.report import write_report
 
     path = write_report(Path(args.dir).resolve())
     console.print(f"report in {path}")
@@ -116,64 +120,68 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_run_and_bench(sub: argparse._SubParsersAction) -> None:
-    r = sub.add_parser("run", help="run an experiment (Flower simulation on Ray); resumable")
-    r.add_argument("--config", type=Path, help="TOML experiment (default: configs/default.toml)")
-    r.add_argument("--out", type=Path, required=True, help="run directory (reused to resume)")
-    r.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set device.train.epochs=2")
-    r.add_argument("--ray-address",
-                   help="join a Ray cluster: 'auto' (the one `ray start` started on this "
-                        "machine) or the head's HOST:PORT; --out must then be on a "
-                        "filesystem every node mounts")
-    r.set_defaults(fn=_run)
+def data_make(args: argparse.Namespace) -> int:
+    from tasks.benchmark import make_benchmark
 
-    s = sub.add_parser("summary", help="rebuild DIR/summary.json from what DIR stores")
-    s.add_argument("dir", type=Path, help="a run directory")
-    s.set_defaults(fn=_summary)
-
-    rp = sub.add_parser("report", help="rebuild DIR/report.md and its plots from summary.json")
-    rp.add_argument("dir", type=Path, help="a run directory holding summary.json")
-    rp.set_defaults(fn=_report)
-
-    from simulation.bench import add_bench
-
-    _add_more_benches(add_bench(sub))
+    meta = make_benchmark(args.task, args.users, args.seed, args.out, args.profile_size,
+                          args.queries, args.noise)
+    console.print(f"wrote {meta['users']} users ({meta['task']} format) to {args.out}")
+    print(json.dumps(meta))
+    return 0
 
 
-def _bench_sim(args: argparse.Namespace) -> int:
-    from simulation.bench_sim import main
+def evaluate(args: argparse.Namespace) -> int:
+    from tasks.catalog import get_task
+    from tasks.evaluate import score_files
+
+    try:
+        get_task(args.task)
+    except ValueError as err:
+        raise ValueError(f"--task: {err}") from err
+    if args.raw:
+        logging.getLogger(__name__).warning(
+            "--raw does nothing now: LaMP's official semantics are the default; "
+            "--parse opts into the lenient parser")
+    print(json.dumps(score_files(args.task, args.golds, args.preds, parse=args.parse)))
+    return 0
+
+
+def models(args: argparse.Namespace) -> int:
+    from models import NAMED_MODELS, load_model
+
+    if args.action == "list":
+        for name, m in NAMED_MODELS.items():
+            print(f"{name}\t{m.description}")
+        return 0
+    out = {}
+    for name in args.names or list(NAMED_MODELS):
+        loaded = load_model(name)
+        out[name] = {"load_seconds": round(loaded.load_seconds, 2),
+                     "parameters": sum(p.numel() for p in loaded.model.parameters())}
+        console.print(f"{name}: ready in {loaded.load_seconds:.1f} s")
+    print(json.dumps(out))
+    return 0
+
+
+def bench_device(args: argparse.Namespace) -> int:
+    from simulation.bench.device import main
 
     return main(args)
 
 
-def _bench_train(args: argparse.Namespace) -> int:
-    from simulation.bench_train import main
+def bench_cloud(args: argparse.Namespace) -> int:
+    from simulation.bench.cloud import main
 
     return main(args)
 
 
-def _add_more_benches(bsub: argparse._SubParsersAction) -> None:
-    """`bench sim` (Flower on Ray overhead per user) and `bench train` (cohort training)."""
-    sim = bsub.add_parser("sim", help="orchestration overhead per user per round: Flower's "
-                                      "engine on Ray with the tiny model")
-    sim.add_argument("--users", type=int, default=100)
-    sim.add_argument("--cohort", type=int, default=None,
-                     help="users per SuperNode (runtime.cohort; default: the config's)")
-    sim.add_argument("--rounds", type=int, default=3, help="no-work rounds after discovery")
-    sim.add_argument("--config", type=Path, help="TOML experiment (default: configs/tiny.toml)")
-    sim.add_argument("--set", action="append", metavar="KEY=VALUE")
-    sim.add_argument("--out", type=Path, help="keep the run directory here (default: temp)")
-    sim.set_defaults(fn=_bench_sim)
+def bench_sim(args: argparse.Namespace) -> int:
+    from simulation.bench.sim import main
 
-    train = bsub.add_parser("train", help="cohort training throughput (K users per base)")
-    train.add_argument("--users", type=int, default=8)
-    train.add_argument("--cohort", type=int, default=16, help="users trained together")
-    train.add_argument("--config", type=Path)
-    train.add_argument("--set", action="append", metavar="KEY=VALUE")
-    train.add_argument("--out", type=Path)
-    train.add_argument("--examples", type=int, default=0,
-                       help="examples per user (cycling the user's own; 0 = as they are)")
-    train.add_argument("--repeat", type=int, default=2,
-                       help="repetitions per path, alternating order; the fastest counts")
-    train.set_defaults(fn=_bench_train)
+    return main(args)
+
+
+def bench_train(args: argparse.Namespace) -> int:
+    from simulation.bench.train import main
+
+    return main(args)

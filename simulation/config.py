@@ -13,12 +13,14 @@ import tomli_w
 from clients.faults import DeviceFaults
 from clients.settings import DeviceSettings
 from server.settings import AugmentSettings, CloudFaults, CloudSettings
-from strategies.baselines import FedAvgSettings
-from strategies.cdcda import METHODS
+from strategies.methods import METHODS
+from strategies.methods.fedavg_lora import FedAvgSettings
 from tasks.benchmark import GENERATORS
 from tasks.structured import ConfigError, check, from_mapping, to_mapping
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.toml"
+APP_ROOT = Path(__file__).resolve().parent.parent  # the Flower app: pyproject.toml, configs/
+CONFIGS = APP_ROOT / "configs"
+DEFAULT_CONFIG = CONFIGS / "default.toml"
 
 
 @dataclass
@@ -52,9 +54,8 @@ class ExperimentSettings:
     seed: int = 0
     users: int = field(default=8, metadata={"help": "simulated devices (one user each)"})
     sample: int = field(default=0, metadata={"help": "users taking part; 0 = all"})
-    methods: list[str] = field(
-        default_factory=lambda: ["zero_shot", "profile_prompt", "local_real", "cdcda",
-                                 "shared_lora", "fedavg_lora", "cloud"])
+    methods: list[str] = field(default_factory=lambda: list(METHODS), metadata={
+        "help": "methods compared, in this order (strategies/methods/__init__.py)"})
 
     def __post_init__(self) -> None:
         check(self.users >= 1, "users", f"must be >= 1, got {self.users}")

@@ -1,8 +1,8 @@
 """Messages to devices and back: one exchange, every reply checked, accounted and stored.
 
-The strategies send requests through `DeviceExchange._exchange`: it pushes them, pulls
-replies as they come, rejects garbage and arrays (unless a method allows them), charges
-every exchange to the ledger, logs every failure, and times a device out only once it
+The strategies send requests through `DeviceExchange.exchange`: it pushes them, pulls
+replies as they come, rejects garbage and arrays (unless the method's declaration allows
+them), charges every exchange to the ledger, logs every failure, and times a device out only once it
 has started the work.
 
 A SuperNode holds `cohort` users (1 by default), so one message serves several: its config
@@ -45,7 +45,7 @@ class _Sent:
     kind: str
     users: list[str]  # whom the message is for; [] for discovery, whose reply says whom
     request: Cohort  # split per user, for the ledger
-    round: int = 0  # fedavg_lora's round, for the ledger
+    round: int = 0  # a round of a method with rounds (FedAvg's), for the ledger
 
     def whom(self) -> list[str]:
         return self.users or [f"node-{self.node}"]
@@ -65,6 +65,8 @@ class DeviceExchange:
         self.should_stop = should_stop or (lambda: False)
         self.user_node: dict[str, int] = {}  # the users taking part, sorted
         self.answered: dict[str, int] = {}  # every user a discovery reply named, and its node
+        # by method, the message kinds whose replies may carry arrays (its declaration)
+        self.arrays_up: dict[str, frozenset[str]] = {}
 
     @property
     def cohort(self) -> int:
@@ -86,7 +88,7 @@ class DeviceExchange:
                 content[f"{name}/{user}"] = record
         return Message(content=content, dst_node_id=node, message_type=kind)
 
-    def _messages(self, users: list[str], kind: str, method: str, attempt: int = 0,
+    def messages(self, users: list[str], kind: str, method: str, attempt: int = 0,
                   own: Callable[[str], Mapping] | None = None, records: Mapping | None = None,
                   **config) -> list[Message]:
         """One request per SuperNode holding some of `users`; `own(user)` gives the records
@@ -105,10 +107,9 @@ class DeviceExchange:
         # per-user detail: run.log and failures.jsonl; the terminal gets the counts
         log.info("%s: user %s failed (%s): %s", method, user, kind, detail)
 
-    def _exchange(self, grid: Grid, messages: list[Message], method: str, attempt: int,
-                  parse: Callable[[View], object],
-                  commit: Callable[[View, object], None],
-                  arrays_allowed: bool = False) -> dict[str, str]:
+    def exchange(self, grid: Grid, messages: list[Message], method: str, attempt: int,
+                 parse: Callable[[View], object],
+                 commit: Callable[[View, object], None]) -> dict[str, str]:
         """Push messages and handle replies as they come; returns failures by user.
 
         For each user of a reply, `parse` checks its view (raising BadReply or anything
@@ -140,7 +141,7 @@ class DeviceExchange:
                     raise RunStopped(f"stopped during {method} with {len(sent)} in flight")
                 s = sent.pop(reply.metadata.reply_to_message_id)
                 started.pop(reply.metadata.reply_to_message_id, None)
-                self._handle(method, attempt, s, reply, parse, commit, failed, arrays_allowed)
+                self._handle(method, attempt, s, reply, parse, commit, failed)
             now = time.time()
             if replies:
                 last_progress = now
@@ -167,8 +168,7 @@ class DeviceExchange:
         return failed
 
     def _handle(self, method: str, attempt: int, s: _Sent, reply: Message,
-                parse: Callable, commit: Callable, failed: dict[str, str],
-                arrays_allowed: bool = False) -> None:
+                parse: Callable, commit: Callable, failed: dict[str, str]) -> None:
         if reply.has_error():  # the whole message failed: each of its users did
             reason = ANSI.sub("", str(reply.error.reason))
             for user in s.whom():
@@ -189,11 +189,11 @@ class DeviceExchange:
             if s.kind == "query.user" and user in answer.own:
                 self.answered[user] = s.node
             self._handle_user(method, attempt, s, View(s.node, user, answer.view(user)),
-                              answer.view_bytes(user), parse, commit, failed, arrays_allowed)
+                              answer.view_bytes(user), parse, commit, failed)
 
     def _handle_user(self, method: str, attempt: int, s: _Sent, view: View,
                      up: tuple[int, dict[str, int]], parse: Callable, commit: Callable,
-                     failed: dict[str, str], arrays_allowed: bool) -> None:
+                     failed: dict[str, str]) -> None:
         """One user's part of a reply: checked, charged, parsed and stored on its own."""
         down, records_down = s.request.view_bytes(view.user)
         entry = Exchange(method, s.kind, view.user, "ok", down, up[0], records_down, up[1],
@@ -213,7 +213,8 @@ class DeviceExchange:
         else:
             if user != view.user:
                 kind, detail = "bad_reply", f"reply claims user '{user}'"
-        if kind is None and content.array_records and not arrays_allowed:
+        if kind is None and content.array_records and \
+                s.kind not in self.arrays_up.get(method, frozenset()):
             kind, detail = "arrays", "reply carries arrays (weights never leave the device)"
         if kind is None:
             try:
@@ -230,7 +231,7 @@ class DeviceExchange:
         self.ledger.record(entry)  # before the result: a kill in between redoes the user
         commit(view, parsed)
 
-    def _cloud_failed(self, method: str, user: str, what: str, causes: Mapping[str, int],
+    def cloud_failed(self, method: str, user: str, what: str, causes: Mapping[str, int],
                       attempt: int, failed: dict[str, str]) -> None:
         """Record a user whose cloud requests failed, with the failures by cause."""
         detail = ", ".join(f"{n} x {c}" for c, n in sorted(causes.items()))

@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tasks.catalog import Example, Task, get_task
+from tasks.lamp_errors import (
+    LampFormatError,
+    item_id,
+    json_kind,
+    read_json,
+    safe_user_id,
+    short_repr,
+)
 
 _RATINGS = ("1", "2", "3", "4", "5")
-_MAX_NAME_BYTES = 200  # user ids name files (results/<method>/<user_id>.json); ext4 allows 255
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-class LampFormatError(ValueError):
-    """A LaMP file is malformed; the message names the file, the item id and the field."""
-
-    def __init__(self, path: Path | str, item: str | None, field_name: str | None, problem: str):
-        where = f"{path}"
-        if item is not None:
-            where += f", item id={item}"
-        if field_name is not None:
-            where += f", field '{field_name}'"
-        super().__init__(f"{where}: {problem}")
 
 
 @dataclass
@@ -62,76 +54,6 @@ class LampData:
         })
 
 
-def _kind(value) -> str:
-    """The JSON type of a value, for messages (never its text: it may be huge or nested)."""
-    names = {bool: "a boolean", str: "a string", int: "a number", float: "a number",
-             list: "an array", dict: "an object"}
-    return names.get(type(value), "null")
-
-
-def _short(text: str) -> str:
-    return repr(text if len(text) <= 60 else text[:60] + "...")
-
-
-def _read_json(path: Path):
-    """Parse a JSON file; every way that can fail is a LampFormatError naming the file."""
-    try:
-        with path.open(encoding="utf-8-sig") as f:  # JSON is UTF-8; a BOM is tolerated
-            return json.load(f)
-    except FileNotFoundError:
-        problem = "file not found"
-    except IsADirectoryError:
-        problem = "is a folder, expected a JSON file"
-    except UnicodeDecodeError as err:
-        problem = f"not UTF-8 text ({err.reason})"
-    except RecursionError:
-        problem = "not valid JSON (nested too deeply)"
-    except ValueError as err:  # JSONDecodeError, a number over Python's 4300-digit limit
-        problem = f"not valid JSON ({err})"
-    except OSError as err:  # no permission, a file where a folder should be, ...
-        problem = f"cannot be read ({err.strerror or err})"
-    raise LampFormatError(path, None, None, problem)
-
-
-def _item_id(value, path: Path, item: str, field_name: str = "id") -> str:
-    if type(value) is str and value.strip():  # the common case first: called per item
-        return value
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise LampFormatError(path, item, field_name,
-                              f"must be a string or an integer, got {_kind(value)}")
-    if not str(value).strip():
-        raise LampFormatError(path, item, field_name, "is empty")
-    return str(value)
-
-
-def _unsafe_name(name: str) -> str | None:
-    """Why a user id cannot name a file, or None."""
-    if not name.strip() or name in (".", ".."):
-        return f"{_short(name)} is not a usable name"
-    if "/" in name or "\\" in name:
-        return f"{_short(name)} contains a path separator"
-    if _CONTROL.search(name):
-        return f"{_short(name)} contains a control character (NUL, newline, ...)"
-    try:
-        size = len(name.encode())
-    except UnicodeEncodeError:
-        return f"{_short(name)} is not valid Unicode (a lone surrogate)"
-    return f"is {size} bytes long, over {_MAX_NAME_BYTES}" if size > _MAX_NAME_BYTES else None
-
-
-def _user_id(q: dict, qid: str, path: Path) -> str:
-    """`user_id` (time-based split) or the question id (user-based split), safe as a file name."""
-    uid, field_name = (q["user_id"], "user_id") if "user_id" in q else (qid, "id")
-    if not isinstance(uid, str):
-        raise LampFormatError(path, qid, "user_id",
-                              f"must be a string (as in LaMP's time-based split), got {_kind(uid)}")
-    problem = _unsafe_name(uid)
-    if problem:
-        raise LampFormatError(path, qid, field_name, f"{problem}; user ids name result files "
-                              "(results/<method>/<user_id>.json)")
-    return uid
-
-
 def _gold_problem(task: Task, text: str) -> str | None:
     """Why a gold is not a valid answer for the task, or None (generation: any text)."""
     if not text.strip():
@@ -139,7 +61,7 @@ def _gold_problem(task: Task, text: str) -> str | None:
     if task.kind == "generation" or task.is_valid_output(text):
         return None
     noun, allowed = ("rating", _RATINGS) if task.kind == "rating" else ("label", task.labels)
-    return f"{_short(text)} is not a {task.name} {noun}; allowed: {', '.join(allowed)}"
+    return f"{short_repr(text)} is not a {task.name} {noun}; allowed: {', '.join(allowed)}"
 
 
 def _resolve_task(path: Path, file_task: str | None, task: str | Task | None) -> Task | None:
@@ -165,20 +87,20 @@ def read_outputs(
     file's own `task` field, if any, must agree.
     """
     path = Path(path)
-    data = _read_json(path)
+    data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("golds"), list):
         raise LampFormatError(path, None, "golds", "expected an object with a 'golds' list")
     file_task = data.get("task")
     if file_task is not None and not isinstance(file_task, str):
         raise LampFormatError(path, None, "task",
-                              f"must be a task id such as LaMP_2, got {_kind(file_task)}")
+                              f"must be a task id such as LaMP_2, got {json_kind(file_task)}")
     out: dict[str, str] = {}
     for i, g in enumerate(data["golds"]):
         if not isinstance(g, dict):
             raise LampFormatError(path, f"#{i}", None, "entry is not an object")
         if g.get("id") is None:
             raise LampFormatError(path, f"#{i}", "id", "missing")
-        gid = _item_id(g["id"], path, f"#{i}")
+        gid = item_id(g["id"], path, f"#{i}")
         if gid in out:
             raise LampFormatError(path, gid, "id", f"duplicate id (entry #{i} repeats it)")
         value = g.get("output")
@@ -227,7 +149,7 @@ def load_lamp(
         task = gold_task
     task = task if isinstance(task, Task) else get_task(task)
 
-    raw = _read_json(qpath)
+    raw = read_json(qpath)
     if not isinstance(raw, list):
         raise LampFormatError(qpath, None, None, "expected a list of questions")
     users: dict[str, UserData] = {}
@@ -238,7 +160,7 @@ def load_lamp(
             raise LampFormatError(qpath, f"#{i}", None, "question is not an object")
         if q.get("id") is None:
             raise LampFormatError(qpath, f"#{i}", "id", "missing")
-        qid = _item_id(q["id"], qpath, f"#{i}")
+        qid = item_id(q["id"], qpath, f"#{i}")
         if qid in seen_questions:
             raise LampFormatError(qpath, qid, "id", f"duplicate question id (question #{i})")
         seen_questions.add(qid)
@@ -247,7 +169,7 @@ def load_lamp(
         profile = q.get("profile")
         if not isinstance(profile, list):
             raise LampFormatError(qpath, qid, "profile", "missing or not a list")
-        uid = _user_id(q, qid, qpath)
+        uid = safe_user_id(q, qid, qpath)
         user = users.setdefault(uid, UserData(uid))
         seen = seen_items.setdefault(uid, set())
         for j, item in enumerate(profile):
@@ -255,7 +177,7 @@ def load_lamp(
             if not isinstance(item, dict):
                 raise LampFormatError(qpath, iid, "profile", "profile item is not an object")
             if item.get("id") is not None:
-                iid = _item_id(item["id"], qpath, iid)
+                iid = item_id(item["id"], qpath, iid)
             for fname in task.item_fields:
                 if not isinstance(item.get(fname), str | int | float):
                     raise LampFormatError(

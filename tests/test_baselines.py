@@ -10,9 +10,10 @@ from flwr.supercore.task_identity import TaskIdentity
 from test_strategy import ScriptedGrid
 
 from strategies.accounting import Ledger, record_bytes
-from strategies.baselines import FedAvgSettings, Services
-from strategies.cdcda import AugmentationStrategy, StrategySettings
 from strategies.failures import FailureLog
+from strategies.methods.base import Services
+from strategies.methods.fedavg_lora import FedAvgSettings
+from strategies.strategy import AugmentationStrategy, StrategySettings
 
 
 @pytest.fixture(autouse=True)
@@ -43,7 +44,8 @@ def _strategy(tmp_path, services):
 
 
 def _services(**kw):
-    base = dict(train_pooled=lambda pooled: _arrays(0.0), initial_adapter=lambda: _arrays(0.0),
+    base = dict(train_pooled=lambda method, pooled: _arrays(0.0),
+                initial_adapter=lambda method: _arrays(0.0),
                 answer=lambda prompts: ["comedy"] * len(prompts))
     return Services(**{**base, **kw})
 
@@ -100,7 +102,7 @@ def test_shared_lora_trains_one_adapter_on_everyones_data_once(tmp_path):
             sent[node] = next(iter(msg.content["arrays"].values())).numpy()
         return _reply(msg, node, {"accuracy": 0.5})
 
-    def train_pooled(pooled):
+    def train_pooled(method, pooled):
         pools.append(pooled)
         return _arrays(7.0)
 

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from simulation.bench_sim import GOAL_MS, report
+from simulation.bench.sim import GOAL_MS, report
 from simulation.cli import main
 from simulation.config import load_config
 

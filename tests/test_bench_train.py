@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from simulation.bench_train import useful_flops
+from simulation.bench.train import useful_flops
 from simulation.cli import main
 
 

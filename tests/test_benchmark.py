@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-import tasks.benchmark as benchmark
 from simulation.cli import main
 from simulation.config import load_config
-from simulation.experiment import prepare_data
+from simulation.running.experiment import prepare_data
 from tasks import TASKS, load_lamp_dir, read_golds
 from tasks.benchmark import GENERATORS, make_benchmark
+from tasks.generators import citation, headline, title
 from tasks.lamp import LampData, check_experiment_data
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -90,20 +90,20 @@ def _majority_by_input(data: LampData) -> list[str]:
             for user in data.users.values() for q in user.queries]
 
 
-def _one_style_for_all(table: str):
+def _one_style_for_all(module, table: str):
     """The best score of giving every user one and the same style: regenerate the same
     content (same seeds, same draws) with every style mapped to one style."""
     def best(data: LampData, folder: Path, monkeypatch) -> dict[str, float]:
-        styles = getattr(benchmark, table)
+        styles = getattr(module, table)
         golds = _golds(data)
         scores = []
         for i, style in enumerate(styles.values()):
-            monkeypatch.setattr(benchmark, table, dict.fromkeys(styles, style))
+            monkeypatch.setattr(module, table, dict.fromkeys(styles, style))
             meta = json.loads((folder / "benchmark.json").read_text())
             make_benchmark(meta["generator"], meta["users"], meta["seed"], folder / f"s{i}",
                            meta["profile_size"], meta["queries"])
             scores.append(data.task.score(_golds(load_lamp_dir(folder / f"s{i}")), golds))
-            monkeypatch.setattr(benchmark, table, styles)
+            monkeypatch.setattr(module, table, styles)
         return max(scores, key=lambda s: s["rouge-1"])
     return best
 
@@ -134,9 +134,9 @@ NONPERSONAL = {  # generator: (what a non-personalised model answers, metric, le
              "accuracy", 0.3),
     "rating": (lambda data, *_: data.task.score(_majority_by_input(data), _golds(data)),
                "mae", 0.5),
-    "headline": (_one_style_for_all("_STYLES"), "rouge-1", 0.1),
+    "headline": (_one_style_for_all(headline, "_STYLES"), "rouge-1", 0.1),
     "citation": (_citation_from_query_alone, "accuracy", 0.3),
-    "title": (_one_style_for_all("_TITLE_STYLES"), "rouge-1", 0.2),
+    "title": (_one_style_for_all(title, "_TITLE_STYLES"), "rouge-1", 0.2),
     "tweet": (lambda data, *_: data.task.score(
         [q.prompt.removeprefix(_INSTRUCTION_7) for u in data.users.values() for q in u.queries],
         _golds(data)), "rouge-1", 0.2),
@@ -162,7 +162,7 @@ def test_citation_answer_is_in_the_profile_not_the_query(tmp_path):
     is in the sub-topic they cite. The query's own title names no sub-topic."""
     make_benchmark("citation", 300, 0, tmp_path, profile_size=6, queries=2)
     data = load_lamp_dir(tmp_path)
-    topic_of = {mod: topic for _, _, topics in benchmark._FIELDS.values()
+    topic_of = {mod: topic for _, _, topics in citation._FIELDS.values()
                 for topic, (mods, _) in topics.items() for mod in mods}
 
     def topics(title: str) -> set[str]:

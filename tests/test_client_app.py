@@ -202,7 +202,8 @@ def test_a_cohort_trains_through_the_cohort_entry_point_and_its_error_is_everyon
 
     calls = []
 
-    def train_users(rt, task, users, synthetic, settings, method, run_dir, run_seed):
+    def train_users(rt, task, users, synthetic, settings, method, run_dir, run_seed,
+                    adapters=None):
         calls.append(([u.user_id for u in users], synthetic))
         if len(calls) == 2:
             raise RuntimeError("out of memory")

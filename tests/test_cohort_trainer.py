@@ -18,9 +18,10 @@ import dataclasses
 import pytest
 import torch
 
-from clients import cohort_trainer, device
-from clients.cohort_trainer import CohortJob, StackedAdamW, clip_per_user, schedule, train_cohort
-from clients.shared import adapter_state
+from clients import answer_loss, device
+from clients.adapter_slot import adapter_state, reset_adapter
+from clients.cohort_trainer import CohortJob, schedule, train_cohort
+from clients.stacked_adamw import StackedAdamW, clip_per_user
 from clients.stacked_lora import StackedLora
 from clients.trainer import train_lora
 
@@ -31,7 +32,7 @@ LOSS_ATOL = 1e-5
 def _one_by_one(rt, jobs, settings):
     out = []
     for job in jobs:
-        device.reset_adapter(rt.model, job.init_seed)
+        reset_adapter(rt.model, job.init_seed)
         report = train_lora(rt.model, rt.tokenizer, rt.formatter, job.examples, settings,
                             job.seed)
         out.append((report, adapter_state(rt)))
@@ -41,7 +42,7 @@ def _one_by_one(rt, jobs, settings):
 def _cohort(rt, jobs, settings, max_tokens=0):
     stack = StackedLora(rt.model, len(jobs))
     for k, job in enumerate(jobs):
-        device.reset_adapter(rt.model, job.init_seed)
+        reset_adapter(rt.model, job.init_seed)
         stack.load_slot(k)
     reports = train_cohort(rt.model, stack, rt.tokenizer, rt.formatter, jobs, settings,
                            max_tokens)
@@ -136,7 +137,7 @@ def test_cpu_training_uses_eager_attention_and_gives_sdpa_back(tags_data, tiny_d
 @pytest.mark.parametrize("cap", [0.0, 5.0])
 def test_answer_loss_and_its_gradient_over_chunks(monkeypatch, cap):
     """Chunked answer-token CE with the gradient made in the forward = full-logit autograd."""
-    monkeypatch.setattr(cohort_trainer, "LOGIT_CHUNK", 7)  # 29 answer tokens: 5 chunks
+    monkeypatch.setattr(answer_loss, "LOGIT_CHUNK", 7)  # 29 answer tokens: 5 chunks
     g = torch.Generator().manual_seed(0)
     hidden = torch.randn(4, 10, 8, generator=g, dtype=torch.float64, requires_grad=True)
     head = torch.randn(30, 8, generator=g, dtype=torch.float64)
@@ -146,7 +147,7 @@ def test_answer_loss_and_its_gradient_over_chunks(monkeypatch, cap):
     weight = torch.tensor([1.0, 2.0, 1.0, 0.5])
     user = torch.tensor([0, 0, 2, 1])
     upstream = torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64)
-    loss = cohort_trainer.answer_token_loss(hidden, labels, weight, user, 3, head, cap, None)
+    loss = answer_loss.answer_token_loss(hidden, labels, weight, user, 3, head, cap, None)
     (loss * upstream).sum().backward()
     got = loss.detach(), hidden.grad.clone()
     hidden.grad = None
@@ -222,7 +223,7 @@ def test_device_cohort_matches_one_by_one_and_saves_peft_adapters(tags_data, tin
                              run_seed=5)
     for user in users:
         seed = device.user_seed(5, user.user_id)
-        device.reset_adapter(rt.model, seed)
+        reset_adapter(rt.model, seed)
         report = train_lora(rt.model, rt.tokenizer, rt.formatter,
                             tags_data.train_pairs(user.user_id), settings.train, seed)
         expected = adapter_state(rt)
@@ -235,7 +236,7 @@ def test_device_cohort_matches_one_by_one_and_saves_peft_adapters(tags_data, tin
         for name in tags_data.task.metric_names:
             assert mine[name] == pytest.approx(alone[name], abs=1e-9), name
         base = load_model(settings.model, settings.dtype, "cpu").model
-        loaded = PeftModel.from_pretrained(base, adapter_dir(tmp_path, "local_real",
+        loaded = PeftModel.from_pretrained(base, adapter_dir(tmp_path, "adapters-local_real",
                                                              user.user_id))
         from peft import get_peft_model_state_dict
 
@@ -251,7 +252,7 @@ def test_each_row_goes_through_its_own_users_adapter(tags_data, tiny_device):
     settings, rt = tiny_device
     stack = StackedLora(rt.model, 3)
     for k in range(3):
-        device.reset_adapter(rt.model, k)
+        reset_adapter(rt.model, k)
         for name, p in rt.model.named_parameters():
             if "lora_B" in name:  # B starts at zero: give each adapter a real effect
                 torch.nn.init.normal_(p, std=0.5, generator=torch.Generator().manual_seed(k))

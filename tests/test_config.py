@@ -65,7 +65,7 @@ def test_bad_toml_names_the_file(tmp_path):
 
 
 def test_cloud_api_key_is_not_handed_to_ray_workers(monkeypatch, tmp_path):
-    from simulation.runner import _environment
+    from simulation.running.runner import _environment
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
     monkeypatch.setenv("MY_KEY", "sk-secret")
@@ -86,10 +86,10 @@ def test_resuming_with_another_config_is_refused(tmp_path, capsys):
 
 def _no_simulation(monkeypatch):
     """Stop `cdcda run` right where Ray would start: these tests are about start-up."""
-    import simulation.runner
+    import simulation.running.runner
 
     started = []
-    monkeypatch.setattr(simulation.runner, "_simulate", lambda *a, **k: started.append(1))
+    monkeypatch.setattr(simulation.running.runner, "_simulate", lambda *a, **k: started.append(1))
     return started
 
 

@@ -22,7 +22,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from flwr.superlink.federation import NoOpFederationManager
 from flwr.superlink.grid import InMemoryGrid
 
-from simulation import engine
+from simulation.running import engine
 
 RUN = 7
 

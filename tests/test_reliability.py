@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from simulation.cli import main
-from simulation.summary import without_measurements
+from simulation.results.summary import without_measurements
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent

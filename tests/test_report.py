@@ -1,4 +1,4 @@
-"""Intervals and paired tests (simulation.stats) and the report rebuilt from summary.json."""
+"""Intervals and paired tests (simulation.results.stats) and the report rebuilt from summary."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import random
 import pytest
 from scipy import stats as sps
 
-from simulation.stats import comparisons, mean_ci, paired
+from simulation.results.stats import comparisons, mean_ci, paired
 
 pytestmark = pytest.mark.filterwarnings("error")  # degenerate data must not warn
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -77,7 +77,7 @@ METHODS = {"zero_shot": (0.30, 0, 0, 0), "local_real": (0.45, 1, 900, 750),
 
 
 def fake_summary(n_users: int = 12, seed: int = 0) -> dict:
-    """A summary.json as simulation.summary writes it, with varied per-user results."""
+    """A summary.json as simulation.results.summary writes it, with varied per-user results."""
     rng = random.Random(seed)
     users = [f"u{i}" for i in range(n_users)]
     skill = {u: rng.uniform(-0.15, 0.15) for u in users}
@@ -110,7 +110,7 @@ def fake_summary(n_users: int = 12, seed: int = 0) -> dict:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """A run directory holding the fake summary, and the report built from it once."""
-    from simulation.report import write_report
+    from simulation.results.report import write_report
 
     run_dir = tmp_path_factory.mktemp("run")
     (run_dir / "summary.json").write_text(json.dumps(fake_summary()))
@@ -142,7 +142,7 @@ def test_cli_report_rebuilds_the_same_report(built, tmp_path):
 
 
 def test_stored_comparisons_are_used_as_they_are(built, tmp_path):
-    from simulation.report import write_report
+    from simulation.results.report import write_report
 
     summary = json.loads((built[0] / "summary.json").read_text())
     per_user = {m: r["per_user"] for m, r in summary["methods"].items()}
@@ -152,7 +152,7 @@ def test_stored_comparisons_are_used_as_they_are(built, tmp_path):
 
 
 def test_report_without_the_reference_still_gives_intervals(tmp_path):
-    from simulation.report import write_report
+    from simulation.results.report import write_report
 
     summary = fake_summary(n_users=5)
     del summary["methods"]["cdcda"], summary["augmentation"]

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from simulation.cli import main
-from simulation.summary import without_measurements
+from simulation.results.summary import without_measurements
 
 pytestmark = pytest.mark.e2e
 

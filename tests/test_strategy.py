@@ -9,8 +9,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord, Re
 from flwr.supercore.task_identity import TaskIdentity
 
 from strategies.accounting import Ledger, message_bytes
-from strategies.cdcda import AugmentationStrategy, StrategySettings
 from strategies.failures import FailureLog
+from strategies.strategy import AugmentationStrategy, StrategySettings
 from tasks.files import mark_started
 
 

@@ -12,8 +12,8 @@ import time
 import pytest
 
 from simulation.config import load_config
-from simulation.measure import FIELDS, MemorySampler, Timings, merge_peaks, sample
-from simulation.summary import TIMINGS_FILE, USERS_FILE, build_summary, without_measurements
+from simulation.results.summary import TIMINGS_FILE, USERS_FILE, build_summary, without_measurements
+from simulation.running.measure import FIELDS, MemorySampler, Timings, merge_peaks, sample
 from tasks.files import write_json
 
 CFG = ["experiment.methods=['zero_shot','local_real']", "experiment.users=3"]
@@ -145,7 +145,7 @@ def test_terminal_line_names_time_overhead_and_memory(tmp_path):
 
 
 def test_report_header_carries_the_scale_line(tmp_path):
-    from simulation.report import write_report
+    from simulation.results.report import write_report
 
     s = _stored_run(tmp_path, {"seconds": 60.0, "discovery": {"seconds": 0.6, "rounds": 1,
                                                               "nodes": 3},

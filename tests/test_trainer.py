@@ -8,6 +8,7 @@ import textwrap
 import torch
 
 from clients import device
+from clients.adapter_slot import reset_adapter
 from clients.settings import TrainSettings
 from clients.trainer import IGNORE, encode, mean_loss, train_lora, weighted_token_loss
 
@@ -15,7 +16,7 @@ from clients.trainer import IGNORE, encode, mean_loss, train_lora, weighted_toke
 def test_training_lowers_the_users_training_loss(tags_data, tiny_device):
     settings, rt = tiny_device
     pairs = tags_data.train_pairs("u0")
-    device.reset_adapter(rt.model, 1)
+    reset_adapter(rt.model, 1)
     before = mean_loss(rt.model, rt.tokenizer, rt.formatter, pairs)
     report = train_lora(rt.model, rt.tokenizer, rt.formatter, pairs,
                         TrainSettings(lr=1e-2, epochs=12, batch_size=3, bf16=False), seed=1)
@@ -29,7 +30,7 @@ def test_same_seed_same_adapter(tags_data, tiny_device):
     pairs = tags_data.train_pairs("u1")
     runs = []
     for _ in range(2):
-        device.reset_adapter(rt.model, 7)
+        reset_adapter(rt.model, 7)
         r = train_lora(rt.model, rt.tokenizer, rt.formatter, pairs, settings.train, seed=7)
         runs.append((r.losses, [p.detach().clone() for p in rt.model.parameters()
                                 if p.requires_grad]))
@@ -59,7 +60,8 @@ def test_saved_adapter_reloads_in_fresh_process_with_same_predictions(tags_data,
                                                                       tmp_path):
     settings, rt = tiny_device
     user = tags_data.users["u2"]
-    metrics = device.train_user(rt, tags_data.task, user, [], settings, "cdcda", tmp_path, 0)
+    metrics = device.train_user(rt, tags_data.task, user, [], settings, "cdcda", tmp_path, 0,
+                               "adapters")
     path = tmp_path / "adapters" / "u2"
     assert (path / "adapter_config.json").exists() and metrics["adapter-bytes"] > 0
     preds = json.loads((tmp_path / "predictions" / "cdcda" / "u2.json").read_text())
@@ -84,7 +86,7 @@ def test_saved_adapter_reloads_in_fresh_process_with_same_predictions(tags_data,
 def test_fixed_step_budget_cycles_the_data(tags_data, tiny_device):
     _, rt = tiny_device
     pairs = tags_data.train_pairs("u3")  # 6 pairs: 2 batches of 4 per epoch
-    device.reset_adapter(rt.model, 0)
+    reset_adapter(rt.model, 0)
     r = train_lora(rt.model, rt.tokenizer, rt.formatter, pairs,
                    TrainSettings(steps=5, batch_size=4, bf16=False), seed=0)
     assert r.steps == 5 and len(r.epoch_losses) == 3

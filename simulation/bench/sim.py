@@ -22,11 +22,11 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from simulation.config import Config, dump_config, load_config
-from simulation.signals import should_stop
+from simulation.config import CONFIGS, Config, dump_config, load_config
+from simulation.running.signals import should_stop
 from tasks.files import check_folder, load_stored, write_json
 
-TINY = Path(__file__).resolve().parent.parent / "configs" / "tiny.toml"
+TINY = CONFIGS / "tiny.toml"
 BENCH_FILE = "bench.json"  # in the run dir: the rounds asked for, then the times measured
 GOAL_MS = 2.0  # the overhead per user per round to report against (at 1,000 users)
 
@@ -36,8 +36,8 @@ app = ServerApp()
 @app.main()
 def bench_app(grid: Grid, context: Context) -> None:
     """Discovery, `rounds` no-work rounds, one zero_shot round; times to BENCH_FILE."""
-    from simulation.experiment import build_strategy, resolve_run
-    from simulation.server_app import RUN_DIR_ENV
+    from simulation.running.experiment import build_strategy, resolve_run
+    from simulation.running.server_app import RUN_DIR_ENV
 
     cfg, run_dir = resolve_run(dict(context.run_config), os.environ.get(RUN_DIR_ENV))
     out = load_stored(run_dir / BENCH_FILE) or {}
@@ -74,11 +74,11 @@ def main(args: argparse.Namespace) -> int:
     from flwr.simulation import run_simulation
 
     from clients.client_app import app as client_app
-    from simulation.experiment import prepare_data
-    from simulation.logs import run_log
-    from simulation.measure import MemorySampler
-    from simulation.runner import _resolve_models, _simulate
-    from simulation.signals import Interrupted, stop_on_signals
+    from simulation.running.experiment import prepare_data
+    from simulation.running.logs import run_log
+    from simulation.running.measure import MemorySampler
+    from simulation.running.runner import _resolve_models, _simulate
+    from simulation.running.signals import Interrupted, stop_on_signals
 
     for option, value in (("--users", args.users), ("--rounds", args.rounds),
                           ("--cohort", 1 if args.cohort is None else args.cohort)):

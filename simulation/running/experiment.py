@@ -11,13 +11,14 @@ from pathlib import Path
 from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
 
-from simulation.config import Config, dump_config, load_config
-from simulation.measure import MemorySampler, Timings
-from simulation.summary import USERS_FILE, build_summary
+from simulation.config import APP_ROOT, Config, dump_config, load_config
+from simulation.results.summary import USERS_FILE, build_summary
+from simulation.running.measure import MemorySampler, Timings
 from strategies.accounting import LEDGER_FILE, Ledger
-from strategies.baselines import Services
-from strategies.cdcda import TRAIN_METHODS, AugmentationStrategy, StrategySettings
 from strategies.failures import FAILURES_FILE, FailureLog
+from strategies.methods import get_method
+from strategies.methods.base import Services
+from strategies.strategy import AugmentationStrategy, StrategySettings
 from tasks import Task, get_task, load_lamp_dir
 from tasks.benchmark import GENERATORS, make_benchmark
 from tasks.files import load_stored, write_json
@@ -25,7 +26,6 @@ from tasks.lamp import check_experiment_data
 from tasks.structured import to_mapping
 
 log = logging.getLogger(__name__)
-APP_ROOT = Path(__file__).resolve().parent.parent
 
 
 def data_location(cfg: Config, run_dir: Path) -> tuple[Path, str, str]:
@@ -44,7 +44,7 @@ def prepare_data(cfg: Config, run_dir: Path) -> tuple[Path, str, str]:
         if len(data.users) < users:
             raise ValueError(f"data.dir {folder} has {len(data.users)} users but the "
                              f"simulation has {users} devices")
-        trains = any(m in TRAIN_METHODS for m in cfg.experiment.methods)
+        trains = any(get_method(m).trains == "own" for m in cfg.experiment.methods)
         for warning in check_experiment_data(data, needs_golds=True, trains=trains):
             log.warning("%s", warning)
         return folder, split, data.task.name
@@ -106,8 +106,8 @@ def _device_faults(cfg: Config) -> str:
 
 
 def _services(cfg: Config, task, cloud) -> Services:
-    """The server-side work of the shared baselines: training on the pooled data and the
-    initial FedAvg adapter (the device model, loaded once in this process), and the
+    """The server-side work methods ask for: training on pooled data and a fresh adapter
+    (the device model, loaded once in this process, seeded by the method's name), and the
     cloud's answers (greedy, the task's answer length)."""
 
     def device_model():
@@ -116,25 +116,26 @@ def _services(cfg: Config, task, cloud) -> Services:
         return runtime(cfg.device)
 
     def fresh_adapter(name: str):
-        from clients.device import reset_adapter, user_seed
+        from clients.adapter_slot import reset_adapter
+        from clients.device import user_seed
 
         rt = device_model()
         reset_adapter(rt.model, user_seed(cfg.experiment.seed, name))
         return rt
 
     def as_record(rt) -> ArrayRecord:
-        from clients.shared import adapter_state
+        from clients.adapter_slot import adapter_state
 
         return ArrayRecord(torch_state_dict=adapter_state(rt))
 
-    def train_pooled(pooled: dict[str, list[dict]]) -> ArrayRecord:
+    def train_pooled(method: str, pooled: dict[str, list[dict]]) -> ArrayRecord:
         from clients.device import runtime, user_seed
-        from clients.shared import train_pooled as train
+        from clients.methods.shared_lora import train_pooled as train
 
         examples = [ex for u in sorted(pooled) for ex in task.profile_pairs(pooled[u])]
         state, report = train(runtime(cfg.device), task, examples, cfg.device,
-                              user_seed(cfg.experiment.seed, "shared_lora"))
-        log.info("shared_lora: %d steps on %d pooled examples in %.1f s", report.steps,
+                              user_seed(cfg.experiment.seed, method))
+        log.info("%s: %d steps on %d pooled examples in %.1f s", method, report.steps,
                  len(examples), report.seconds)
         return ArrayRecord(torch_state_dict=state)
 
@@ -142,7 +143,7 @@ def _services(cfg: Config, task, cloud) -> Services:
         return cloud().complete(prompts, cfg.experiment.seed, greedy=True,
                                 max_new_tokens=task.max_new_tokens)
 
-    return Services(train_pooled, lambda: as_record(fresh_adapter("fedavg_lora")), answer,
+    return Services(train_pooled, lambda method: as_record(fresh_adapter(method)), answer,
                     cfg.fedavg)
 
 

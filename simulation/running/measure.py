@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psutil
 
-from simulation.summary import DISCOVERY_KEY, MEMORY_KEY, TIMINGS_FILE
+from simulation.results.summary import DISCOVERY_KEY, MEMORY_KEY, TIMINGS_FILE
 from tasks.files import load_stored, write_json
 
 log = logging.getLogger(__name__)

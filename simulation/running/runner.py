@@ -9,10 +9,11 @@ import sys
 import threading
 from pathlib import Path
 
-from simulation import cluster, signals
 from simulation.config import Config, config_changes, dump_config, load_config
-from simulation.logs import run_log
-from simulation.signals import STOP, stop_on_signals
+from simulation.running import cluster, signals
+from simulation.running.logs import run_log
+from simulation.running.signals import STOP, stop_on_signals
+from strategies.methods import get_method
 from tasks.files import check_folder
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,8 @@ def _resolve_models(cfg: Config) -> None:
     from models import resolve_model_dir
 
     roles = [("device.model", cfg.device.model)]
-    if cfg.cloud.backend == "embedded" and {"cdcda", "cloud"} & set(cfg.experiment.methods):
+    if cfg.cloud.backend == "embedded" and any(get_method(m).uses_cloud
+                                               for m in cfg.experiment.methods):
         roles.append(("cloud.model", cfg.cloud.model))
     for option, name in roles:
         try:
@@ -73,8 +75,8 @@ def run(cfg: Config, run_dir: Path, console=None, verbose: bool = False) -> dict
     from flwr.simulation import run_simulation
 
     from clients.client_app import app as client_app
-    from simulation.experiment import prepare_data, write_summary
-    from simulation.server_app import app as server_app
+    from simulation.running.experiment import prepare_data, write_summary
+    from simulation.running.server_app import app as server_app
 
     run_dir = run_dir.resolve()
     check_folder(run_dir)
@@ -120,7 +122,7 @@ def _simulate(cfg: Config, run_dir: Path, console, verbose: bool, ray, run_simul
             watcher = threading.Thread(target=_watch, args=(run_dir, cfg, console, stop),
                                        daemon=True)
             watcher.start()
-        from simulation.engine import install
+        from simulation.running.engine import install
 
         install()  # Flower's message dispatcher in one scan per pass (simulation/engine.py)
         with signals.engine_running(local_ray=address is None):
@@ -159,7 +161,7 @@ def _start_ray(ray, cfg: Config, address: str | None, env: dict[str, str], verbo
         ray.init(**init)
     except (ConnectionError, RuntimeError) as err:
         raise cluster.joined(err, address, cfg.runtime.ray_address) from None
-    from simulation.experiment import data_location
+    from simulation.running.experiment import data_location
 
     nodes = cluster.check_nodes(run_dir, data_location(cfg, run_dir)[0].resolve(),
                                 cfg.runtime.client_cpus, cfg.runtime.client_gpus)

@@ -89,8 +89,7 @@ def _jobs(data, users, run_seed, examples: int):
 
 
 def _one_by_one(rt, jobs, settings):
-    from clients.device import reset_adapter
-    from clients.shared import adapter_state
+    from clients.adapter_slot import adapter_state, reset_adapter
     from clients.trainer import train_lora
 
     states = []
@@ -103,7 +102,7 @@ def _one_by_one(rt, jobs, settings):
 
 def _cohorts(rt, jobs, settings, k: int):
     from clients import cohort
-    from clients.shared import adapter_state
+    from clients.adapter_slot import adapter_state
 
     states = []
     for s in range(0, len(jobs), k):
@@ -127,7 +126,7 @@ def main(args: argparse.Namespace) -> int:
     from clients.cohort import pass_tokens as cohort_pass_tokens
     from clients.trainer import IGNORE, encode
     from simulation.config import DEFAULT_CONFIG, load_config
-    from simulation.experiment import prepare_data
+    from simulation.running.experiment import prepare_data
 
     sets = list(args.set or [])
     cfg = load_config(args.config or DEFAULT_CONFIG, sets)

@@ -8,8 +8,8 @@ import os
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from simulation.experiment import resolve_run, run_experiment
-from simulation.signals import should_stop
+from simulation.running.experiment import resolve_run, run_experiment
+from simulation.running.signals import should_stop
 
 log = logging.getLogger(__name__)
 app = ServerApp()

@@ -1,43 +1,35 @@
-"""The cloud's coordination of one experiment: seeds up, synthetic data down, metrics back.
+"""The cloud's coordination of one experiment: every method over the same users, metrics only.
 
 Flower's round template (configure/aggregate around weights) does not fit a protocol that
 never aggregates weights, so this drives the Grid directly, as Flower allows from
-`@app.main()`: one small hook per phase, every exchange accounted in the ledger, every
-failure in the failure log, every result stored as it lands. Failed users are retried
-(`runtime.retries`); whatever is stored is never redone, so a killed run resumes.
+`@app.main()`. What each method sends and expects is its own (`strategies/methods/`); this
+finds the users, runs a method's attempts over those not done, retries the failed ones
+(`runtime.retries`) and stores every result as it lands, so a killed run resumes. Every
+exchange is accounted in the ledger and every failure in the failure log
+(`strategies/exchange.py`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from flwr.app import ConfigRecord
 from flwr.serverapp import Grid
 
 from strategies.accounting import Ledger
 from strategies.exchange import DeviceExchange, RunStopped
 from strategies.failures import FailureLog
-from strategies.replies import Items, View, parse_items, reply_metrics
+from strategies.methods import REGISTRY, get_method
+from strategies.methods.base import Augmenter, MethodResult, Services
+from strategies.replies import View
 from tasks.files import load_stored, write_json
 
 log = logging.getLogger(__name__)
-
-BASE_METHODS = ("zero_shot", "profile_prompt")
-TRAIN_METHODS = ("local_real", "cdcda")
-SHARED_METHODS = ("shared_lora", "fedavg_lora", "cloud")  # see strategies/baselines.py
-METHODS = BASE_METHODS + TRAIN_METHODS + SHARED_METHODS
-
-# (seeds by user, attempt) -> (synthetic items by user, filter counts by user,
-#                              cloud errors by user: {cause: failed requests})
-Augmenter = Callable[[Mapping[str, list[dict]], int],
-                     tuple[dict[str, list[dict]], dict[str, dict], dict[str, dict[str, int]]]]
 
 
 @dataclass
@@ -49,25 +41,20 @@ class StrategySettings:
     fallback: str = "none"  # "real_only": train users whose augmentation failed on real data
 
 
-@dataclass
-class MethodResult:
-    per_user: dict[str, dict[str, float]] = field(default_factory=dict)
-    failures: dict[str, str] = field(default_factory=dict)  # users still failed at the end
-    seconds: float = 0.0
-
-
 class AugmentationStrategy(DeviceExchange):
     """Runs each method over the sampled users and keeps only metrics."""
 
-    def __init__(self, request: Mapping[str, str | int], run_dir: Path, augmenter: Augmenter,
-                 ledger: Ledger, failures: FailureLog | None = None,
+    def __init__(self, request: Mapping[str, str | int], run_dir: Path,
+                 augmenter: Augmenter | None, ledger: Ledger, failures: FailureLog | None = None,
                  settings: StrategySettings | None = None,
-                 should_stop: Callable[[], bool] | None = None, services=None):
+                 should_stop: Callable[[], bool] | None = None,
+                 services: Services | None = None):
         self.settings = settings or StrategySettings()
         super().__init__(request, run_dir, ledger, failures, self.settings.timeout,
                          should_stop)
-        self.augmenter = augmenter
-        self.services = services  # strategies.baselines.Services, for the shared methods
+        self.augmenter = augmenter  # the cloud's augmentation, for methods that augment
+        self.services = services  # server-side model work, for methods that need it
+        self.arrays_up = {name: m.arrays_up for name, m in REGISTRY.items()}
 
     def _result_path(self, method: str, user: str) -> Path:
         return self.run_dir / "results" / method / f"{user}.json"
@@ -113,7 +100,7 @@ class AugmentationStrategy(DeviceExchange):
             if not todo:
                 break
             msgs = [self._message(n, "query.user", "setup", attempt) for n in todo]
-            failed = self._exchange(grid, msgs, "setup", attempt, lambda view: view, commit)
+            failed = self.exchange(grid, msgs, "setup", attempt, lambda view: view, commit)
             # again: nodes that failed as a whole, or for one of their users
             again = {self.answered.get(u) for u in failed} | {
                 n for n in todo if f"node-{n}" in failed}
@@ -145,8 +132,8 @@ class AugmentationStrategy(DeviceExchange):
         return todo
 
     def run_method(self, grid: Grid, method: str) -> MethodResult:
-        if method not in METHODS:
-            raise ValueError(f"unknown method '{method}': use {', '.join(METHODS)}")
+        """The method's attempts over the users with no stored result, failed ones again."""
+        run = get_method(method).run
         start = time.perf_counter()
         result = MethodResult()
         todo = self._pending(method, result)
@@ -156,86 +143,14 @@ class AugmentationStrategy(DeviceExchange):
             if attempt:
                 log.info("%s: retrying %d users (attempt %d)", method, len(todo), attempt + 1)
             last = attempt == self.settings.retries
-            failed = self._attempt(grid, method, todo, attempt, last, result)
+            failed = run(self, grid, method, todo, attempt, last, result)
             todo = [u for u in todo if u in failed]  # sent again, grouped by node again
             result.failures = {u: failed[u] for u in todo}
         result.seconds = time.perf_counter() - start
         return result
 
-    def _store(self, method: str, user: str, metrics: dict[str, float],
-               result: MethodResult) -> None:
+    def store(self, method: str, user: str, metrics: dict[str, float],
+              result: MethodResult) -> None:
+        """A user's metrics, written as its reply lands (a resumed run skips the user)."""
         write_json(self._result_path(method, user), metrics)
         result.per_user[user] = metrics
-
-    def _attempt(self, grid: Grid, method: str, users: list[str], attempt: int, last: bool,
-                 result: MethodResult) -> dict[str, str]:
-        if method in SHARED_METHODS:
-            from strategies.baselines import RUNNERS
-
-            return RUNNERS[method](self, grid, method, users, attempt, result)
-        failed: dict[str, str] = {}
-        synthetic: dict[str, list[dict]] = {}
-        fallback: set[str] = set()
-        own = None
-        if method == "cdcda":
-            synthetic, fallback = self._synthesise(grid, users, attempt, last, failed)
-            users = [u for u in users if u in synthetic]
-
-            def own(user: str) -> dict:
-                return {"synthetic": ConfigRecord({"items": json.dumps(synthetic[user])})}
-
-        kind = "evaluate" if method in BASE_METHODS else "train"
-        msgs = self._messages(users, kind, method, attempt, own)
-
-        def commit(view: View, metrics: dict[str, float]) -> None:
-            if view.user in fallback:
-                metrics["augment-fallback"] = 1.0  # trained real-only: the cloud failed
-            self._store(method, view.user, metrics, result)
-
-        if msgs:
-            failed.update(self._exchange(grid, msgs, method, attempt,
-                                         lambda view: reply_metrics(view.content), commit))
-        return failed
-
-    def _synthesise(self, grid: Grid, users: list[str], attempt: int, last: bool,
-                    failed: dict[str, str]) -> tuple[dict[str, list[dict]], set[str]]:
-        """Seed round + cloud augmentation, cached per user so a resumed run reuses it.
-
-        Only complete augmentation is cached: a user whose cloud requests failed is
-        retried (next attempt or next run), or with `fallback = "real_only"` trained on
-        real data alone on the last attempt and marked so.
-        """
-        synthetic: dict[str, list[dict]] = {}
-        missing = []
-        for user in users:
-            cached = load_stored(self.run_dir / "synthetic" / f"{user}.json")
-            if cached is not None and isinstance(cached.get("items"), list):
-                synthetic[user] = cached["items"]
-            else:
-                missing.append(user)
-        if not missing:
-            return synthetic, set()
-        seeds: dict[str, list[dict]] = {}
-
-        def commit(view: View, got: Items) -> None:
-            seeds[view.user] = got.items
-
-        msgs = self._messages(missing, "query.seeds", "cdcda", attempt)
-        failed.update(self._exchange(grid, msgs, "cdcda", attempt, parse_items, commit))
-        if self.should_stop():
-            raise RunStopped("stopped before augmentation")
-        items, counts, errors = self.augmenter(seeds, attempt) if seeds else ({}, {}, {})
-        for user, kept in items.items():
-            write_json(self.run_dir / "synthetic" / f"{user}.json",
-                       {"seeds": seeds[user], "items": kept, "counts": counts[user]})
-            synthetic[user] = kept
-        fallback = set()
-        for user, causes in errors.items():
-            self._cloud_failed("cdcda", user, "augmentation", causes, attempt, failed)
-            if last and self.settings.fallback == "real_only":
-                synthetic[user] = []
-                fallback.add(user)
-                del failed[user]
-        return synthetic, fallback
-
-

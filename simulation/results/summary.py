@@ -17,13 +17,14 @@ from server.filters import total_counts
 from simulation.config import Config
 from strategies.accounting import LEDGER_FILE, disclosure, projection, read_jsonl, summarise
 from strategies.failures import FAILURES_FILE
+from strategies.methods import get_method
 from tasks.files import load_stored
 from tasks.structured import to_mapping
 
 USERS_FILE = "users.json"
 TIMINGS_FILE = "timings.json"
 DISCOVERY_KEY = "discovery"  # timings.json: seconds and rounds of the no-work discovery
-MEMORY_KEY = "peak_memory"  # timings.json: sampled peak RSS (simulation.measure.FIELDS)
+MEMORY_KEY = "peak_memory"  # timings.json: sampled peak RSS (simulation.running.measure.FIELDS)
 # Per-user fields that measure the machine, not the experiment: they differ between runs.
 MEASURED = ("seconds", "per-second", "peak-memory", "ttft")
 # Whole blocks that measure the machine (time, memory): left out of comparisons too.
@@ -77,7 +78,8 @@ def _method(run_dir: Path, method: str, users: list[str], failures: list[dict],
                                      if m.get("augment-fallback"))}
 
 
-def _augmentation(run_dir: Path, users: list[str], failures: list[dict]) -> dict:
+def _augmentation(run_dir: Path, users: list[str], failures: list[dict],
+                  augmenting: Iterable[str]) -> dict:
     per_user = {}
     for u in users:
         cached = load_stored(run_dir / "synthetic" / f"{u}.json")
@@ -85,7 +87,7 @@ def _augmentation(run_dir: Path, users: list[str], failures: list[dict]) -> dict
             per_user[u] = cached["counts"]
     errors: dict[str, Counter] = defaultdict(Counter)
     for f in failures:
-        if f["kind"] == "cloud_error" and f["method"] == "cdcda":
+        if f["kind"] == "cloud_error" and f["method"] in augmenting:
             errors[f["user"]].update(f.get("causes", {}))
     error_total: Counter = Counter()
     for c in errors.values():
@@ -131,12 +133,8 @@ def build_summary(run_dir: Path, cfg: Config, task_name: str, metric_names: Iter
     communication = {}
     for m in [*cfg.experiment.methods, "setup"]:
         comm = summarise(ledger, m, users)
-        if m == "fedavg_lora":  # its adapters travel every round: project rounds too
-            r = cfg.fedavg.rounds
-            comm["projection"] = [projection(comm, n, rr, ("train",), r)
-                                  for n in (1000, 10000) for rr in (r, 10 * r)]
-        elif m != "setup":
-            comm["projection"] = [projection(comm, n) for n in (1000, 10000)]
+        if m != "setup":
+            comm["projection"] = _projections(comm, get_method(m), cfg)
         communication[m] = comm
     summary = {
         "experiment": cfg.experiment.name, "task": task_name, "data": data_dir,
@@ -146,10 +144,11 @@ def build_summary(run_dir: Path, cfg: Config, task_name: str, metric_names: Iter
         "seconds": timings.get("seconds", 0.0), "sessions": timings.get("sessions", 0),
         "scale": scale(timings, len(users), cfg.runtime.cohort),
     }
-    if "cdcda" in methods:
-        summary["augmentation"] = _augmentation(run_dir, users, failures)
+    augmenting = [m for m in methods if get_method(m).augments]
+    if augmenting:
+        summary["augmentation"] = _augmentation(run_dir, users, failures, augmenting)
     if statistics:
-        from simulation.stats import comparisons
+        from simulation.results.stats import comparisons
 
         summary["comparisons"] = comparisons(
             {m: r["per_user"] for m, r in methods.items()}, names,
@@ -157,6 +156,16 @@ def build_summary(run_dir: Path, cfg: Config, task_name: str, metric_names: Iter
     summary["status"], summary["problems"], summary["warnings"] = _verdict(summary)
     summary["config"] = to_mapping(cfg)
     return summary
+
+
+def _projections(comm: Mapping, method, cfg: Config) -> list[dict]:
+    """Bytes at 1,000 and 10,000 users; a method with rounds (its `round_kinds` recur
+    each round) also at its rounds and ten times as many."""
+    if not method.round_kinds:
+        return [projection(comm, n) for n in (1000, 10000)]
+    r = method.projected_rounds(cfg)
+    return [projection(comm, n, rr, method.round_kinds, r)
+            for n in (1000, 10000) for rr in (r, 10 * r)]
 
 
 def scale(timings: Mapping, users: int, cohort: int = 1) -> dict:

@@ -1,7 +1,7 @@
 """report.md and its plots, rebuilt from a run's summary.json alone (nothing is re-run).
 
 Every mean carries its 95% bootstrap interval and every comparison of cdcda with another
-method its paired interval, win/tie/loss count and Wilcoxon p (simulation.stats). The same
+method its paired interval, win/tie/loss count and Wilcoxon p (simulation.results.stats). The same
 summary always gives the same report.md: the bootstraps are seeded.
 """
 
@@ -13,20 +13,15 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from matplotlib.figure import Figure  # no pyplot: no display, no global backend state
-from matplotlib.ticker import NullFormatter
-
-from simulation.stats import comparisons
+from simulation.results.plots import human_bytes, plot_bytes, plot_gain, plot_metrics
+from simulation.results.stats import comparisons
 from tasks import get_task
 from tasks.files import atomic_dir
 
 REPORT_FILE = "report.md"
 PLOT_DIR = "report"
 REFERENCE = "cdcda"
-GAIN_AGAINST = ("local_real", "zero_shot")  # the per-user gain plot's baselines
 HEADLINE = ("local_real", "zero_shot", "cloud")  # DESIGN's headline questions
-DPI = 120
-MAX_BARS = 200  # more users than this: the gain plot draws a sorted curve, not bars
 
 
 def write_report(run_dir: Path | str) -> Path:
@@ -46,8 +41,8 @@ def write_report(run_dir: Path | str) -> Path:
             and set(comp.get("mean_ci", {})) == set(per_user)):
         comp = comparisons(per_user, names, reference=REFERENCE)
     with atomic_dir(run_dir / PLOT_DIR) as tmp:
-        plots = [_plot_metrics(tmp, comp, names), _plot_gain(tmp, per_user, comp, names),
-                 _plot_bytes(tmp, summary, comp, names[0])]
+        plots = [plot_metrics(tmp, comp, names), plot_gain(tmp, per_user, comp, names),
+                 plot_bytes(tmp, summary, comp, names[0])]
     (run_dir / PLOT_DIR).chmod(0o755)  # atomic_dir's temp folder was private
     lines = [*_header(summary), *_methods(summary, comp, names), *_compare(comp),
              *_augmentation(summary), "## Plots", ""]
@@ -63,15 +58,6 @@ def write_report(run_dir: Path | str) -> Path:
 # --- formatting ---------------------------------------------------------------------------
 def _num(v, digits: int = 4) -> str:
     return "—" if v is None else f"{v:.{digits}f}"
-
-
-def _bytes(v) -> str:
-    if v is None:
-        return "—"
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if v >= size:
-            return f"{v / size:.1f} {unit}"
-    return f"{v:.0f} B"
 
 
 def _ci(c: Mapping, signed: bool = False) -> str:
@@ -156,8 +142,8 @@ def _methods(s: Mapping, comp: Mapping, names: list[str]) -> list[str]:
         notes += [(f"{m} {k}", cis[k]["note"]) for k in names if cis.get(k, {}).get("note")]
         rows.append([m, res.get("status", "?"), *(_ci(cis.get(k, {})) for k in names),
                      f"{len(res.get('per_user', {}))}/{len(res.get('failures', {}))}",
-                     _bytes(per_user_mean.get("up")), _bytes(per_user_mean.get("down")),
-                     _bytes(met.get("adapter-bytes")), _num(met.get("train-seconds"), 2),
+                     human_bytes(per_user_mean.get("up")), human_bytes(per_user_mean.get("down")),
+                     human_bytes(met.get("adapter-bytes")), _num(met.get("train-seconds"), 2),
                      _num(met.get("peak-memory-mb"), 0),
                      _num(_per_query_gen(res.get("per_user", {})), 3),
                      _num(met.get("ttft-seconds"), 3)])
@@ -216,122 +202,3 @@ def _augmentation(s: Mapping) -> list[str]:
 
 
 # --- plots --------------------------------------------------------------------------------
-MARKERS = "osD^vPX*"
-
-
-def _save(fig: Figure, folder: Path, name: str) -> str:
-    fig.savefig(folder / name, dpi=DPI, metadata={"Software": None})
-    return name
-
-
-def _style(methods) -> dict[str, dict]:
-    """One colour and marker per method, the same in every plot (markers tell apart
-    methods whose points coincide)."""
-    return {m: {"color": f"C{i % 10}", "marker": MARKERS[i % len(MARKERS)]}
-            for i, m in enumerate(methods)}
-
-
-def _direction(comp: Mapping, k: str) -> str:
-    return "higher is better" if comp["higher_is_better"][k] else "lower is better"
-
-
-def _point(ax, x: float, c: Mapping, style: Mapping, label: str | None = None) -> None:
-    # open markers: methods whose points coincide stay visible through each other
-    ax.errorbar([x], [c["mean"]], yerr=[[c["mean"] - c["low"]], [c["high"] - c["mean"]]],
-                capsize=5, ms=8, mfc="none", mew=1.8, ls="none", label=label, **style)
-
-
-def _plot_metrics(folder: Path, comp: Mapping, names: list[str]) -> tuple[str, str]:
-    methods = list(comp["mean_ci"])
-    style = _style(methods)
-    fig = Figure(figsize=(1.2 + 0.8 * len(methods) * len(names), 4.2), layout="constrained")
-    for ax, k in zip(fig.subplots(1, len(names), squeeze=False)[0], names):
-        for x, m in enumerate(methods):
-            if comp["mean_ci"][m][k]["mean"] is not None:
-                _point(ax, x, comp["mean_ci"][m][k], style[m])
-        ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right")
-        ax.set_xlim(-0.6, len(methods) - 0.4)
-        ax.set_title(f"{k} ({_direction(comp, k)})")
-        ax.grid(axis="y", alpha=0.3)
-    fig.suptitle("Task metrics by method: mean over users, 95% bootstrap CI")
-    return "task metrics by method", _save(fig, folder, "metrics.png")
-
-
-def _gain_panel(ax, gains: list[tuple[float, str]], p: Mapping, sign: float, title: str,
-                ylabel: str) -> None:
-    """One comparison's per-user gains, sorted, with a zero line; ties drawn as dots."""
-    y = [g for g, _ in gains]
-    x = range(len(y))
-    if len(y) <= MAX_BARS:
-        ax.bar(x, y, color=["C2" if g > 0 else "C3" if g < 0 else "0.6" for g in y])
-        ax.plot([i for i in x if y[i] == 0], [0] * y.count(0), "o", color="0.5", ms=3)
-    else:
-        ax.fill_between(x, y, color="C0", alpha=0.5, step="mid")
-    if 0 < len(y) <= 30:
-        ax.set_xticks(x, [u for _, u in gains], rotation=90, fontsize=7)
-    else:
-        ax.set_xticks([])
-        ax.set_xlabel(f"{len(y)} users, sorted by gain")
-    ax.axhline(0, color="k", lw=0.8)
-    mean = "—"
-    if p["mean_diff"] is not None:
-        lo, hi = sorted((sign * p["low"], sign * p["high"]))
-        mean = f"{sign * p['mean_diff']:+.4f} [{lo:+.4f}, {hi:+.4f}]"
-    ax.set_title(f"{title}\nmean gain {mean}", fontsize=9)  # two lines: never clipped
-    ax.text(0.01, 0.97, f"W/T/L {p['wins']}/{p['ties']}/{p['losses']}", fontsize=8,
-            transform=ax.transAxes, va="top")
-    ax.set_ylabel(ylabel)
-    ax.grid(axis="y", alpha=0.3)
-
-
-def _plot_gain(folder: Path, per_user: Mapping, comp: Mapping, names: list[str]
-               ) -> tuple[str, str]:
-    ref = comp["reference"]
-    others = [o for o in GAIN_AGAINST if o in comp["paired"]]
-    if not others:
-        return (f"per-user gain: not drawn ({ref} and one of {', '.join(GAIN_AGAINST)} are "
-                "needed)", "")
-    fig = Figure(figsize=(5.5 * len(names), 3.4 * len(others)), layout="constrained")
-    axes = fig.subplots(len(others), len(names), squeeze=False)
-    for row, other in zip(axes, others):
-        for ax, k in zip(row, names):
-            sign = 1.0 if comp["higher_is_better"][k] else -1.0
-            a, b = per_user.get(ref, {}), per_user.get(other, {})
-            gains = sorted((sign * (a[u][k] - b[u][k]), u) for u in a.keys() & b.keys()
-                           if k in a[u] and k in b[u])
-            _gain_panel(ax, gains, comp["paired"][other][k], sign, f"{ref} over {other}, {k}",
-                        f"gain in {k}\n(> 0: {ref} better)")
-    return f"per-user gain of {ref}", _save(fig, folder, "gain.png")
-
-
-def _plot_bytes(folder: Path, s: Mapping, comp: Mapping, k: str) -> tuple[str, str]:
-    methods = [m for m, c in comp["mean_ci"].items() if c[k]["mean"] is not None]
-    style = _style(comp["mean_ci"])
-    comm = s.get("communication", {})
-    sent = {m: sum(comm.get(m, {}).get("per_user_mean", {}).get(d, 0) for d in ("up", "down"))
-            for m in methods}
-    positive = [v for v in sent.values() if v > 0]
-    floor = min(positive) / 10 if positive else 1.0  # log(0) is undefined: zero sits here
-    xs = {m: v if v > 0 else floor for m, v in sent.items()}
-    fig = Figure(figsize=(7.5, 4.6), layout="constrained")
-    ax = fig.subplots()
-    for m in methods:
-        _point(ax, xs[m], comp["mean_ci"][m][k], style[m],
-               f"{m} ({_bytes(sent[m])})" if sent[m] > 0 else f"{m} (0 B, drawn at floor)")
-    if len(positive) < len(methods):
-        ax.axvline(floor, color="0.5", ls=":", lw=1)
-        ax.text(floor, 0.99, " 0 bytes", transform=ax.get_xaxis_transform(), fontsize=7,
-                va="top", color="0.4")
-    ax.set_xscale("log")
-    if xs:  # at least three decades, so that the axis has labelled powers of ten
-        lo, hi = min(xs.values()) / 3, max(xs.values()) * 3
-        widen = max(1.0, (1e3 * lo / hi) ** 0.5)
-        ax.set_xlim(lo / widen, hi * widen)
-    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on short ranges
-    ax.set_xlabel("bytes per user, up + down (log scale)")
-    ax.set_ylabel(f"{k} ({_direction(comp, k)})")
-    ax.set_title(f"{k} (mean, 95% CI) against communication per user")
-    ax.grid(alpha=0.3)
-    if methods:
-        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    return f"{k} against bytes per user", _save(fig, folder, "bytes.png")

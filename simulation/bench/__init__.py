@@ -1,0 +1,1 @@
+"""`cdcda bench ...`: measured figures as JSON, one benchmark per module."""

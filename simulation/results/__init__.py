@@ -1,0 +1,1 @@
+"""A run's results: summary.json from the stored state, statistics, report.md and plots."""

@@ -1,0 +1,1 @@
+"""Running one experiment: config, Ray and Flower, the methods driven, signals, timings."""

@@ -1,0 +1,24 @@
+"""The methods an experiment compares, by name: one line each (see methods/base.py)."""
+
+from strategies.methods import (
+    cdcda,
+    cloud,
+    fedavg_lora,
+    local_real,
+    profile_prompt,
+    shared_lora,
+    zero_shot,
+)
+from strategies.methods.base import Method
+
+REGISTRY: dict[str, Method] = {m.METHOD.name: m.METHOD for m in (
+    zero_shot, profile_prompt, local_real, cdcda, shared_lora, fedavg_lora, cloud,
+)}
+METHODS = tuple(REGISTRY)  # in the order a default run reports them
+
+
+def get_method(name: str) -> Method:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown method '{name}': use {', '.join(METHODS)}") from None

@@ -1,0 +1,1 @@
+"""One module per synthetic-user generator of the bundled benchmark (see tasks.benchmark)."""
