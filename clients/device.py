@@ -147,11 +147,13 @@ def evaluate_user(rt: DeviceRuntime, task: Task, user: UserData, settings: Devic
 
 def train_users(rt: DeviceRuntime, task: Task, users: list[UserData],
                 synthetic: dict[str, list[dict]], settings: DeviceSettings, method: str,
-                run_dir: Path | None, run_seed: int, adapters: str | None = None
+                run_dir: Path | None, run_seed: int, adapters: str | None = None,
+                init_state: dict[str, torch.Tensor] | None = None
                 ) -> dict[str, dict[str, float]]:
     """Train a cohort's own adapters on real (+ synthetic) data together, save each in
     peft's format under `run_dir/<adapters>/<user>/` (default `adapters-<method>`),
-    evaluate each with its own adapter; metrics by user id."""
+    evaluate each with its own adapter; metrics by user id. Each adapter starts fresh, or
+    from `init_state` (a received adapter to fine-tune)."""
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
@@ -161,7 +163,7 @@ def train_users(rt: DeviceRuntime, task: Task, users: list[UserData],
         synth = synthetic.get(u.user_id) or []
         examples = task.profile_pairs(u.profile) + (
             task.profile_pairs(synth, synthetic=True) if synth else [])
-        jobs.append(CohortJob(examples, seed=seed, init_seed=seed))
+        jobs.append(CohortJob(examples, seed=seed, init_seed=seed, init_state=init_state))
     trained = cohort.train(rt, jobs, settings)
     sizes = {}
     for k, u in enumerate(users):

@@ -148,3 +148,46 @@ def test_cloud_answers_each_users_own_prompts_and_failures_are_cloud_errors(tmp_
     assert "cloud_error" in res.failures["u3"]
     up = [e for e in s.ledger.entries if e["kind"] == "query.prompts"]
     assert sum(e["fields_up"]["prompt"] for e in up) == 3 * 2 * len("q1a")
+
+
+def test_fedavg_ft_fine_tunes_fedavg_lora_s_global_adapter_on_each_device(tmp_path):
+    inits, finetuned = [], {}
+
+    def behaviour(node, msg):
+        kind = msg.metadata.message_type
+        if kind == "query.user":
+            return _reply(msg, node, {})
+        glob = msg.content["arrays"]
+        if kind == "train":
+            new = ArrayRecord(numpy_ndarrays=[a.numpy() + node for a in glob.values()])
+            return _reply(msg, node, {"num-examples": float(node)}, arrays=new)
+        if kind == "train.finetune":  # metrics only: the fine-tuned adapter stays here
+            finetuned[node] = [a.numpy() for a in glob.values()]
+            return _reply(msg, node, {"accuracy": 1.0},
+                          arrays=_arrays(9.0) if node == 3 else None)
+        return _reply(msg, node, {"accuracy": 0.5})
+
+    def initial_adapter(method):
+        inits.append(method)
+        return _arrays(0.0)
+
+    s = _strategy(tmp_path, _services(initial_adapter=initial_adapter,
+                                      fedavg=FedAvgSettings(rounds=2, local_steps=1)))
+    grid = ScriptedGrid([1, 2, 3], behaviour)
+    s.discover(grid)
+    s.run_method(grid, "fedavg_lora")
+    res = s.run_method(grid, "fedavg_ft")
+    # both start from the adapter seeded for fedavg_lora: the same global adapter
+    assert inits == ["fedavg_lora", "fedavg_lora"]
+    glob = np.load(tmp_path / "shared" / "fedavg_lora" / "global.npz")
+    for got in finetuned.values():
+        np.testing.assert_array_equal(got[0], glob[glob.files[0]])
+    # a fine-tune reply that carries weights is rejected: only FedAvg's rounds may
+    assert set(res.per_user) == {"u1", "u2"} and res.failures["u3"].startswith("arrays")
+    # the same rounds, to the byte but for the method's name in each request's config
+    ft, lora = s.ledger.summary("fedavg_ft"), s.ledger.summary("fedavg_lora")
+    name = len("fedavg_lora") - len("fedavg_ft")
+    assert ft["by_kind"]["train"]["up"] == lora["by_kind"]["train"]["up"]
+    assert ft["by_kind"]["train"]["down"] == lora["by_kind"]["train"]["down"] - 6 * name
+    assert ft["by_kind"]["train.finetune"]["down"] == \
+        lora["by_kind"]["evaluate"]["down"] - 3 * name

@@ -28,7 +28,7 @@ def test_four_users_through_flower_on_ray_then_resume(tiny_run):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["users"] == ["u0", "u1", "u2", "u3"]
     assert set(summary["methods"]) == {"zero_shot", "profile_prompt", "local_real", "cdcda",
-                                       "shared_lora", "fedavg_lora", "cloud"}
+                                       "shared_lora", "fedavg_lora", "fedavg_ft", "cloud"}
     for name, method in summary["methods"].items():
         assert method["failures"] == {}, name
         assert set(method["per_user"]) == {"u0", "u1", "u2", "u3"}
@@ -41,6 +41,14 @@ def test_four_users_through_flower_on_ray_then_resume(tiny_run):
     assert set(comm["fedavg_lora"]["by_kind"]) == {"train", "evaluate"}
     assert set(comm["shared_lora"]["by_kind"]) == {"query.data", "evaluate"}
     assert set(comm["cloud"]["by_kind"]) == {"query.prompts", "evaluate"}
+    # fedavg_ft: fedavg_lora's rounds, then the adapter down once to fine-tune (the same
+    # bytes but for the method's name in each request and reply)
+    ft, lora = comm["fedavg_ft"]["by_kind"], comm["fedavg_lora"]["by_kind"]
+    assert set(ft) == {"train", "train.finetune"}
+    name = len("fedavg_lora") - len("fedavg_ft")
+    for way in ("up", "down"):
+        assert ft["train"][way] == lora["train"][way] - name * ft["train"]["messages"], way
+    assert ft["train.finetune"]["down"] == lora["evaluate"]["down"] - name * 4
     # adapters travel for the shared LoRAs only: far more bytes down than the rest
     assert comm["fedavg_lora"]["bytes_down"] > 10 * comm["local_real"]["bytes_down"]
     assert comm["fedavg_lora"]["bytes_up"] > 10 * comm["local_real"]["bytes_up"]
@@ -49,6 +57,7 @@ def test_four_users_through_flower_on_ray_then_resume(tiny_run):
     for user in summary["users"]:
         assert (out / "adapters" / user / "adapter_config.json").exists()
         assert (out / "adapters-local_real" / user / "adapter_config.json").exists()
+        assert (out / "adapters-fedavg_ft" / user / "adapter_config.json").exists()
     assert (out / "config.toml").exists()
 
     assert summary["status"] == "ok" and summary["problems"] == []
@@ -58,7 +67,8 @@ def test_four_users_through_flower_on_ray_then_resume(tiny_run):
     assert main(["report", str(out)]) == 0
     assert (out / "report.md").read_text() == report
     assert set(summary["comparisons"]["paired"]) == {
-        "zero_shot", "profile_prompt", "local_real", "shared_lora", "fedavg_lora", "cloud"}
+        "zero_shot", "profile_prompt", "local_real", "shared_lora", "fedavg_lora", "fedavg_ft",
+        "cloud"}
     ledger = (out / "ledger.jsonl").read_text().splitlines()
 
     # resume: every user is done, so nothing is trained or sent again and the summary,
@@ -96,7 +106,8 @@ def test_a_cohort_of_three_users_per_supernode_changes_nothing_a_user_sees(
                 for e in charged(entries)}
 
     alone, cohort = charges(tiny_run), charges(out)
-    assert len(alone) == 4 * 13  # discovery, the seven methods' kinds, fedavg's 2nd round
+    # discovery, the eight methods' kinds, and the second round of both FedAvg methods
+    assert len(alone) == 4 * 16
     assert cohort.keys() == alone.keys()
     for key, entry in alone.items():  # bytes both ways, per record, and seed fields
         assert cohort[key] == entry, key

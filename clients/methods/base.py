@@ -70,9 +70,11 @@ def evaluate_base(prompting: device.Prompting | None = None) -> Handler:
     return handle
 
 
-def train_own(adapters: str) -> Handler:
+def train_own(adapters: str, from_received: bool = False) -> Handler:
     """Train each user's own adapter on real + received synthetic data (none: real only),
-    save it under `run_dir/<adapters>/<user>/`, evaluate it; reply metrics only."""
+    save it under `run_dir/<adapters>/<user>/`, evaluate it; reply metrics only. With
+    `from_received`, each adapter starts from the one the message brought ("arrays")
+    instead of a fresh one: fine-tuning."""
 
     def handle(msg: Message, req: Request, task: Task, users: list[UserData]) -> Results:
         # load: each user's synthetic data (none for local_real)
@@ -90,8 +92,9 @@ def train_own(adapters: str) -> Handler:
         def work() -> dict[str, Out]:
             rt = device.runtime(req.device)
             start = time.perf_counter()
+            init = msg.content["arrays"].to_torch_state_dict() if from_received else None
             got = device.train_users(rt, task, ready, synthetic, req.device, req.method,
-                                     req.run_dir, req.seed, adapters)
+                                     req.run_dir, req.seed, adapters, init)
             log.debug("%d users trained in %.1f s", len(ready), time.perf_counter() - start)
             return {uid: Out({**m, "model-load-seconds": rt.load_seconds},
                              {"method": req.method}) for uid, m in got.items()}

@@ -3,6 +3,7 @@
 from strategies.methods import (
     cdcda,
     cloud,
+    fedavg_ft,
     fedavg_lora,
     local_real,
     profile_prompt,
@@ -12,7 +13,7 @@ from strategies.methods import (
 from strategies.methods.base import Method
 
 REGISTRY: dict[str, Method] = {m.METHOD.name: m.METHOD for m in (
-    zero_shot, profile_prompt, local_real, cdcda, shared_lora, fedavg_lora, cloud,
+    zero_shot, profile_prompt, local_real, cdcda, shared_lora, fedavg_lora, fedavg_ft, cloud,
 )}
 METHODS = tuple(REGISTRY)  # in the order a default run reports them
 

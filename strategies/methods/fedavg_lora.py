@@ -38,15 +38,20 @@ class FedAvgSettings:
         check(self.local_steps >= 0, "local_steps", "must be >= 0")
 
 
-def train_global(s: Coordinator, grid: Grid, method: str, attempt: int) -> ArrayRecord:
-    """FedAvg's rounds (those not stored yet): the global adapter after the last one."""
+def train_global(s: Coordinator, grid: Grid, method: str, attempt: int,
+                 init: str | None = None) -> ArrayRecord:
+    """FedAvg's rounds (those not stored yet): the global adapter after the last one.
+
+    Round 0 starts from a fresh adapter seeded by `init` (default: the method's name), so
+    two methods with the same `init` train the same global adapter.
+    """
     cfg = s.services.fedavg or FedAvgSettings()
     where = folder(s, method)
     state = load_stored(where / "state.json") or {}
     done = int(state.get("rounds_done", 0))
     adapter = load_arrays(where / "global.npz") if done else None
     if adapter is None:
-        done, adapter = 0, s.services.initial_adapter(method)
+        done, adapter = 0, s.services.initial_adapter(init or method)
     everyone = s.users
     for rnd in range(done, cfg.rounds):
         k = max(1, round(cfg.fraction * len(everyone)))
