@@ -100,16 +100,29 @@ class BlankLineStop:
         return hit
 
 
+# Per-process cache (the one allowed global state): the last embedded cloud model loaded, so
+# a sweep's points, run one after another in one process, load it once.
+_LOADED: dict[tuple[str, str, str], object] = {}
+
+
+def _load_once(settings: CloudSettings):
+    from models import load_model
+
+    key = (settings.model, settings.dtype, settings.accelerator)
+    if key not in _LOADED:
+        _LOADED.clear()  # one cloud model resident at a time
+        _LOADED[key] = load_model(*key)
+    return _LOADED[key]
+
+
 class EmbeddedLLM:
     """A transformers causal LM in this process, with length-sorted batched sampling."""
 
     def __init__(self, settings: CloudSettings, should_stop: Callable[[], bool] = lambda: False):
-        from models import load_model
-
         if settings.threads:
             torch.set_num_threads(settings.threads)
         self.settings = settings
-        loaded = load_model(settings.model, settings.dtype, settings.accelerator)
+        loaded = _load_once(settings)
         self.model, self.tokenizer = loaded.model, loaded.tokenizer
         self.name = f"embedded:{settings.model}"
         self.load_seconds = loaded.load_seconds

@@ -30,14 +30,20 @@ def _data(sub: argparse._SubParsersAction) -> None:
     mk.add_argument("--profile-size", type=int, default=8, help="real examples per user")
     mk.add_argument("--queries", type=int, default=2, help="held-out queries per user")
     mk.add_argument("--noise", type=float, default=0.0, help="share of golds flipped")
+    mk.add_argument("--heterogeneity", type=float, default=1.0,
+                    help="0 = one preference for everyone ... 1 = each user their own")
     mk.set_defaults(fn=commands.data_make)
 
 
 def _eval(sub: argparse._SubParsersAction) -> None:
-    ev = sub.add_parser("eval", help="score LaMP-format predictions; prints metrics as JSON")
+    ev = sub.add_parser("eval", help="score predictions; prints metrics as JSON")
     ev.add_argument("--task", required=True, help="LaMP-1 ... LaMP-7")
-    ev.add_argument("--golds", required=True, type=Path)
-    ev.add_argument("--preds", required=True, type=Path)
+    ev.add_argument("--golds", type=Path,
+                    help="LaMP outputs file ({task, golds: [{id, output}]}); leave it out "
+                         "to score a run's own predictions, which carry their golds")
+    ev.add_argument("--preds", required=True, type=Path,
+                    help="LaMP outputs file, or a run's DIR/predictions/<method>/ (or a file "
+                         "of it)")
     ev.add_argument("--parse", action="store_true",
                     help="canonicalise model chatter first, as a run does (default: score the"
                          " stripped strings exactly as LaMP's official script does)")
@@ -57,7 +63,7 @@ def _run(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--config", type=Path, help="TOML experiment (default: configs/default.toml)")
     r.add_argument("--out", type=Path, required=True, help="run directory (reused to resume)")
     r.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set device.train.epochs=2")
+                   help="override a config value, e.g. --set device.train.steps=16")
     r.add_argument("--ray-address",
                    help="join a Ray cluster: 'auto' (the one `ray start` started on this "
                         "machine) or the head's HOST:PORT; --out must then be on a "
@@ -68,9 +74,22 @@ def _run(sub: argparse._SubParsersAction) -> None:
     s.add_argument("dir", type=Path, help="a run directory")
     s.set_defaults(fn=commands.summary)
 
-    rp = sub.add_parser("report", help="rebuild DIR/report.md and its plots from summary.json")
-    rp.add_argument("dir", type=Path, help="a run directory holding summary.json")
+    rp = sub.add_parser("report", help="rebuild DIR/report.md and its plots from summary.json "
+                                       "(a sweep's DIR: sweep.md, sweep.csv and plots)")
+    rp.add_argument("dir", type=Path, help="a run directory holding summary.json, or a sweep's")
     rp.set_defaults(fn=commands.report)
+
+    sw = sub.add_parser("sweep", help="one run per point of a grid of config values; "
+                                      "resumable; sweep.md, sweep.csv and plots")
+    sw.add_argument("--config", type=Path, help="TOML experiment (its [sweep] grid too)")
+    sw.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+                    help="a swept config value, e.g. --grid data.heterogeneity=0,0.5,1 "
+                         "(repeat for a product; replaces the config's grid for that key)")
+    sw.add_argument("--out", type=Path, required=True,
+                    help="sweep directory: one run directory per point under points/")
+    sw.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override a config value at every point")
+    sw.set_defaults(fn=commands.sweep)
 
 
 def _bench(sub: argparse._SubParsersAction) -> None:

@@ -31,7 +31,7 @@ def _print_summary(summary: dict, console) -> int:
     for n in names:
         table.add_column(n, justify="right")
     table.add_column("users ok/failed", justify="right")
-    table.add_column("bytes up/down", justify="right")
+    table.add_column("bytes up/down, all users", justify="right")
     for method, res in summary["methods"].items():
         comm = summary["communication"].get(method, {})
         failed = len(res["failures"])
@@ -111,7 +111,15 @@ def summary(args: argparse.Namespace) -> int:
 
 
 def report(args: argparse.Namespace) -> int:
-    """Rebuild DIR/report.md and its plots from DIR/summary.json (runs nothing)."""
+    """Rebuild DIR/report.md and its plots from DIR/summary.json (runs nothing); for a
+    sweep's DIR, sweep.md, sweep.csv and the sweep's plots from its points' summaries."""
+    if (Path(args.dir) / "sweep.json").is_file():
+        from simulation.results.sweep import write_sweep_report
+
+        path = write_sweep_report(Path(args.dir).resolve())
+        console.print(f"sweep report in {path}")
+        print(json.dumps({"report": str(path)}))
+        return 0
     from simulation.results.report import write_report
 
     path = write_report(Path(args.dir).resolve())
@@ -120,11 +128,45 @@ def report(args: argparse.Namespace) -> int:
     return 0
 
 
+def sweep(args: argparse.Namespace) -> int:
+    """Every point of the grid, each a resumable run; then the sweep's report."""
+    from simulation.results.sweep import write_sweep_report
+    from simulation.running.signals import Interrupted, exit_if_stuck
+    from simulation.running.sweep import run_sweep
+
+    out = Path(args.out).resolve()
+    config = args.config
+    start = time.perf_counter()
+    try:
+        statuses = run_sweep(config, list(args.set or []), list(args.grid), out, console,
+                             args.verbose)
+    except Interrupted as stop:
+        console.print(f"[yellow]stopped by {stop}[/yellow]: finished points and users are "
+                      f"kept in {out}.\nresume with the same command.")
+        exit_if_stuck(stop.exit_code)
+        return stop.exit_code
+    code = 0
+    for name, status in statuses.items():
+        if status not in ("ok", "partial"):
+            console.print(f"[red]point {name}:[/red] {status}")
+            code = EXIT_FAILED
+    try:
+        console.print(f"sweep report: {write_sweep_report(out)}")
+    except (ValueError, OSError) as err:
+        console.print(f"[red]the sweep report could not be written:[/red] {err}")
+        code = code or EXIT_FAILED
+    ok = sum(s in ("ok", "partial") for s in statuses.values())
+    console.print(f"{ok} of {len(statuses)} points done in "
+                  f"{time.perf_counter() - start:.0f} s; results in {out / 'sweep.md'}")
+    print(json.dumps({"sweep": str(out / "sweep.md"), "points": statuses}))
+    return code
+
+
 def data_make(args: argparse.Namespace) -> int:
     from tasks.benchmark import make_benchmark
 
     meta = make_benchmark(args.task, args.users, args.seed, args.out, args.profile_size,
-                          args.queries, args.noise)
+                          args.queries, args.noise, args.heterogeneity)
     console.print(f"wrote {meta['users']} users ({meta['task']} format) to {args.out}")
     print(json.dumps(meta))
     return 0
@@ -132,7 +174,7 @@ def data_make(args: argparse.Namespace) -> int:
 
 def evaluate(args: argparse.Namespace) -> int:
     from tasks.catalog import get_task
-    from tasks.evaluate import score_files
+    from tasks.evaluate import score_files, score_run_predictions
 
     try:
         get_task(args.task)
@@ -142,6 +184,9 @@ def evaluate(args: argparse.Namespace) -> int:
         logging.getLogger(__name__).warning(
             "--raw does nothing now: LaMP's official semantics are the default; "
             "--parse opts into the lenient parser")
+    if args.golds is None:  # a run's own predictions carry their golds
+        print(json.dumps(score_run_predictions(args.task, args.preds, parse=args.parse)))
+        return 0
     print(json.dumps(score_files(args.task, args.golds, args.preds, parse=args.parse)))
     return 0
 

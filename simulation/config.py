@@ -32,6 +32,9 @@ class DataSettings:
     profile_size: int = field(default=8, metadata={"help": "benchmark: real examples per user"})
     queries: int = field(default=2, metadata={"help": "benchmark: held-out queries per user"})
     noise: float = field(default=0.0, metadata={"help": "benchmark: share of golds flipped"})
+    heterogeneity: float = field(default=1.0, metadata={
+        "help": "benchmark: how different users are; 0 = one preference for everyone, 1 = "
+                "each their own, in between each keeps the population's with 1 - h"})
     dir: str = field(default="", metadata={"help": "lamp: folder with {split}_questions.json"})
     split: str = field(default="dev", metadata={"help": "lamp: file prefix (train, dev, test)"})
     task: str = field(default="", metadata={"help": "lamp: LaMP-1 ... LaMP-7"})
@@ -43,6 +46,8 @@ class DataSettings:
             check(self.profile_size >= 1, "profile_size", f"must be >= 1, got {self.profile_size}")
             check(self.queries >= 1, "queries", f"must be >= 1, got {self.queries}")
             check(0 <= self.noise < 1, "noise", f"must be in [0, 1), got {self.noise}")
+            check(0 <= self.heterogeneity <= 1, "heterogeneity",
+                  f"must be in [0, 1], got {self.heterogeneity}")
         else:
             check(bool(self.dir), "dir", "must name a folder when source = 'lamp'")
             check(bool(self.task), "task", "must name the LaMP task when source = 'lamp'")
@@ -67,7 +72,7 @@ class ExperimentSettings:
 @dataclass
 class RuntimeSettings:
     ray_address: str = field(default="", metadata={"help": "'' = local Ray; 'auto' = cluster"})
-    num_cpus: float = field(default=0, metadata={"help": "local Ray CPUs; 0 = all cores"})
+    num_cpus: float = field(default=0.0, metadata={"help": "local Ray CPUs; 0 = all cores"})
     client_cpus: float = field(default=1.0, metadata={"help": "CPUs per simulated device"})
     client_gpus: float = field(default=0.0, metadata={"help": "GPUs per simulated device"})
     timeout: float = field(default=3600.0, metadata={
@@ -99,6 +104,13 @@ class FaultSettings:
 
 
 @dataclass
+class SweepSettings:
+    grid: list[str] = field(default_factory=list, metadata={
+        "help": "`cdcda sweep` points: 'section.key=v1,v2,...' each, one run per combination "
+                "(`cdcda run` ignores it)"})
+
+
+@dataclass
 class Config:
     experiment: ExperimentSettings = field(default_factory=ExperimentSettings)
     data: DataSettings = field(default_factory=DataSettings)
@@ -108,9 +120,10 @@ class Config:
     fedavg: FedAvgSettings = field(default_factory=FedAvgSettings)
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
     faults: FaultSettings = field(default_factory=FaultSettings)
+    sweep: SweepSettings = field(default_factory=SweepSettings)
 
 
-def _parse_value(text: str):
+def parse_value(text: str):
     """`--set` values: TOML-ish literals (numbers, true/false, lists), else the raw string."""
     low = text.strip().lower()
     if low in ("true", "false"):
@@ -154,7 +167,7 @@ def load_config(path: Path | str | None = None, overrides: list[str] | tuple[str
         parts = key.strip().split(".")
         for p in parts[:-1]:
             leaf = leaf.setdefault(p, {})
-        leaf[parts[-1]] = _parse_value(value)
+        leaf[parts[-1]] = parse_value(value)
         raw = _merge(raw, node)
     try:
         return from_mapping(Config, raw)
@@ -163,7 +176,8 @@ def load_config(path: Path | str | None = None, overrides: list[str] | tuple[str
         raise ConfigError(f"{where}{err}") from None
 
 
-def config_changes(old: Config, new: Config, ignore: tuple[str, ...] = ("runtime.", "faults.")
+def config_changes(old: Config, new: Config,
+                   ignore: tuple[str, ...] = ("runtime.", "faults.", "sweep.")
                    ) -> list[str]:
     """Dotted fields whose values differ, e.g. ['device.lora.rank: 8 -> 16']."""
     out: list[str] = []

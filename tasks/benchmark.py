@@ -12,37 +12,34 @@ that a generic model cannot guess, so personalization measurably matters:
   punctuation, emoji); the query is the neutral text, the gold the user's own tweet.
 The generator knows every user's oracle answer; `oracle_outputs.json` holds them, and golds
 differ from the oracle only where `noise` flips an answer. Deterministic for a seed.
-Each generator lives in its own module under `tasks.generators`, imported here.
+`heterogeneity` (h) mixes the population: each user keeps one shared preference with
+probability 1 - h (see tasks.population); h = 1, the default, gives every user their own.
+`benchmark.json` records how much the task rewards personalization at that h: the best
+single answer for everyone against the oracle (tasks.ceiling).
+Each generator lives in its own module under `tasks.generators`, listed in tasks.population.
 """
 
 from __future__ import annotations
 
 import logging
-import random
-from collections.abc import Callable
 from pathlib import Path
 
 from tasks.catalog import TASKS
+from tasks.ceiling import single_answer_ceiling
 from tasks.files import check_folder, write_json
-from tasks.generators.citation import citation_user
-from tasks.generators.headline import headline_user
-from tasks.generators.rating import rating_user
-from tasks.generators.tags import tags_user
-from tasks.generators.title import title_user
-from tasks.generators.tweet import tweet_user
-from tasks.generators.user import User, same_shape
+from tasks.population import (
+    GENERATORS,
+    check_heterogeneity,
+    keeps_population,
+    population_preference,
+    user_stream,
+)
+
+__all__ = ["GENERATORS", "make_benchmark"]
 
 log = logging.getLogger(__name__)
-
-# name: (LaMP task, user factory, labels `noise` may flip a gold to: () for free text)
-GENERATORS: dict[str, tuple[str, Callable[[random.Random], User], tuple[str, ...]]] = {
-    "tags": ("LaMP-2", same_shape("LaMP-2", tags_user), TASKS["LaMP-2"].labels),
-    "rating": ("LaMP-3", same_shape("LaMP-3", rating_user), ("1", "2", "3", "4", "5")),
-    "headline": ("LaMP-4", same_shape("LaMP-4", headline_user), ()),
-    "citation": ("LaMP-1", citation_user, TASKS["LaMP-1"].labels),
-    "title": ("LaMP-5", same_shape("LaMP-5", title_user), ()),
-    "tweet": ("LaMP-7", tweet_user, ()),
-}
+# The ceiling stored in benchmark.json: a fixed sample, so it costs well under a second.
+CEILING_USERS, CEILING_INPUTS = 64, 16
 
 
 def make_benchmark(
@@ -53,6 +50,7 @@ def make_benchmark(
     profile_size: int = 8,
     queries: int = 2,
     noise: float = 0.0,
+    heterogeneity: float = 1.0,
 ) -> dict:
     """Write `dev_questions.json`, `dev_outputs.json` and `oracle_outputs.json` to `out`."""
     if task not in GENERATORS:
@@ -64,16 +62,20 @@ def make_benchmark(
             raise ValueError(f"{option} must be at least 1, got {value}")
     if not 0.0 <= noise < 1.0:
         raise ValueError(f"--noise must be in [0, 1), got {noise}")
+    heterogeneity = check_heterogeneity(heterogeneity)
     out = Path(out)
     check_folder(out)  # before generating: 100k users take seconds
-    lamp_name, make_user, flip_labels = GENERATORS[task]
+    generator = GENERATORS[task]
+    flip_labels = generator.flip_labels
     if noise and not flip_labels:
         log.warning("--noise %s has no effect on %s: its golds are free text", noise, task)
-    lamp = TASKS[lamp_name]
+    lamp = TASKS[generator.lamp_name]
+    population = population_preference(task, seed)
     questions, golds, oracle = [], [], []
     for u in range(users):
-        rng = random.Random(f"{seed}/{task}/{u}")
-        item, query = make_user(rng)
+        rng = user_stream(task, seed, u)
+        shared = population if keeps_population(task, seed, u, heterogeneity) else None
+        item, query = generator.user(rng, shared)
         uid = f"u{u}"
         profile = [{"id": f"{uid}-p{j}", "date": f"2024-{1 + j % 12:02d}-{1 + j:02d}",
                     **item(rng)} for j in range(profile_size)]
@@ -91,7 +93,10 @@ def make_benchmark(
             oracle.append({"id": qid, "output": answer})
     out.mkdir(parents=True, exist_ok=True)
     meta = {"generator": task, "task": lamp.lamp_id, "users": users, "seed": seed,
-            "profile_size": profile_size, "queries": queries, "noise": noise}
+            "profile_size": profile_size, "queries": queries, "noise": noise,
+            "heterogeneity": heterogeneity,
+            "single_answer_ceiling": single_answer_ceiling(
+                task, heterogeneity, users=CEILING_USERS, seed=seed, inputs=CEILING_INPUTS)}
     write_json(out / "dev_questions.json", questions, indent=None)
     write_json(out / "dev_outputs.json", {"task": lamp.lamp_id, "golds": golds}, indent=None)
     write_json(out / "oracle_outputs.json", {"task": lamp.lamp_id, "golds": oracle}, indent=None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Sequence
@@ -37,7 +38,48 @@ def score_files(task: str, golds: Path | str, preds: Path | str, parse: bool = F
     return {**scores, "n": len(ids)}
 
 
-def official_score(task: Task, preds: Sequence[str], golds: Sequence[str]) -> dict[str, float]:
+def score_run_predictions(task: str, preds: Path | str, parse: bool = False) -> dict:
+    """Metrics of a run's own predictions: `DIR/predictions/<method>/` (or one file of it),
+    each file `{"user_id", "method", "predictions": [{"id", "raw", "output", "gold"}]}`,
+    golds included (they were scored on the device). Scored like `score_files`: LaMP's
+    official semantics on `raw`, or with `parse` as the run scored them; `users` and `n`
+    say how many users and queries, and `user_mean` the mean of per-user scores (what the
+    run's summary reports)."""
+    spec = get_task(task)
+    path = Path(preds)
+    files = sorted(path.glob("*.json")) if path.is_dir() else [path]
+    if not files:
+        raise LampFormatError(path, None, "predictions", "holds no <user>.json files")
+    raws, golds, per_user = [], [], []
+    for f in files:
+        try:
+            data = json.loads(f.read_text())
+            items = data["predictions"]
+            pairs = [(str(it["raw"]), str(it["gold"])) for it in items]
+        except (ValueError, KeyError, TypeError) as err:
+            raise LampFormatError(f, None, "predictions", "is not a run's predictions file "
+                                  f"(needs predictions: [{{raw, gold}}]): {err}") from None
+        if not pairs:
+            continue
+        raws += [r for r, _ in pairs]
+        golds += [g for _, g in pairs]
+        per_user.append(_score(spec, [r for r, _ in pairs], [g for _, g in pairs], parse,
+                               warn=False))
+    if not golds:
+        raise LampFormatError(path, None, "predictions", "hold no predictions: nothing to score")
+    scores = _score(spec, raws, golds, parse)
+    means = {k: math.fsum(u[k] for u in per_user) / len(per_user) for k in scores}
+    return {**scores, "n": len(golds), "users": len(per_user), "user_mean": means}
+
+
+def _score(spec: Task, preds: list[str], golds: list[str], parse: bool,
+           warn: bool = True) -> dict[str, float]:
+    return spec.score([spec.parse(x) for x in preds], golds) if parse else \
+        official_score(spec, preds, golds, warn)
+
+
+def official_score(task: Task, preds: Sequence[str], golds: Sequence[str],
+                   warn: bool = True) -> dict[str, float]:
     """The task's metrics with the semantics of LaMP's `eval/evaluation.py`, on raw strings.
 
     Predictions and golds are stripped, nothing else. Classification: a prediction must be
@@ -53,14 +95,16 @@ def official_score(task: Task, preds: Sequence[str], golds: Sequence[str]) -> di
     if task.kind == "classification":
         if bad := [g for g in golds if g not in task.labels]:
             raise ValueError(f"gold {bad[0]!r} is not a {task.name} label")
-        _report(task, sum(p not in task.labels for p in preds), len(preds),
-                "are not exactly one of its labels: scored as wrong")
+        if warn:
+            _report(task, sum(p not in task.labels for p in preds), len(preds),
+                    "are not exactly one of its labels: scored as wrong")
         return {"accuracy": metrics.accuracy(preds, golds),
                 "f1": metrics.macro_f1(preds, golds, task.labels)}
     if task.kind == "rating":
         values, ys = [_read_number(p) for p in preds], [float(g) for g in golds]
-        _report(task, values.count(None), len(values),
-                "are not finite numbers: scored as the rating farthest from the gold")
+        if warn:
+            _report(task, values.count(None), len(values),
+                    "are not finite numbers: scored as the rating farthest from the gold")
         errors = [abs((_worst(y) if v is None else v) - y) for v, y in zip(values, ys)]
         return {"mae": math.fsum(errors) / len(errors), "rmse": _rms(errors)}
     # LaMP averages with `evaluate`'s bootstrap aggregator; cdcda reports the plain mean.

@@ -14,23 +14,45 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+def umask() -> int:
+    """The process's umask, read without changing it (os.umask sets it, racing threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
 def write_json(path: Path | str, obj, indent: int | None = 1) -> None:
     """Write JSON to a temp file beside `path`, then rename it into place.
 
     `indent=None` writes compact JSON. `json.dumps` (C encoder) is used, not `json.dump`,
     which encodes in pure Python: 100k-user benchmark files are written several times faster.
     """
+    text = json.dumps(obj, indent=indent, separators=None if indent is not None else (",", ":"))
+    write_text(path, text)
+
+
+def write_text(path: Path | str, text: str) -> Path:
+    """Write text atomically (a temp file beside `path`, then a rename), with the mode a
+    plain open() would give (0666 less the umask: group-readable on a shared cluster
+    folder), not mkstemp's private 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(obj, indent=indent, separators=None if indent is not None else (",", ":"))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
 
 
 @contextlib.contextmanager
@@ -41,6 +63,7 @@ def atomic_dir(path: Path | str) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
     try:
         yield tmp
+        tmp.chmod(0o777 & ~umask())  # mkdtemp's folder is private (0700)
         if path.exists():
             shutil.rmtree(path)
         tmp.rename(path)

@@ -1,9 +1,11 @@
 """The experiment config: TOML + overrides, and errors that name the field and file."""
 
+import json
+
 import pytest
 
-from simulation.config import DEFAULT_CONFIG, dump_config, load_config
-from tasks.structured import ConfigError
+from simulation.config import CONFIGS, DEFAULT_CONFIG, dump_config, load_config
+from tasks.structured import ConfigError, to_mapping
 
 
 def test_default_config_is_the_offline_embedded_default():
@@ -142,3 +144,13 @@ def test_summary_rebuilds_from_the_run_directory_and_fails_on_an_empty_one(tmp_p
 
     assert main(["summary", str(tmp_path)]) == 2  # no run here
     assert "no config.toml" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.toml")) + [None])
+def test_a_config_reloads_from_its_dump_to_the_same_values_and_types(name, tmp_path):
+    """`cdcda summary DIR` rebuilds summary.json from DIR/config.toml: the reloaded config
+    must serialise exactly as the one the run started with (0 must not come back 0.0)."""
+    cfg = load_config(CONFIGS / name if name else None)
+    dump_config(cfg, tmp_path / "config.toml")
+    again = load_config(tmp_path / "config.toml")
+    assert json.dumps(to_mapping(again)) == json.dumps(to_mapping(cfg))

@@ -132,3 +132,41 @@ def test_cli_raw_is_a_warning_no_op(tmp_path, capsys, caplog):
     assert "--raw does nothing now" in caplog.text
     assert run_eval(capsys, *args, "--parse") == pytest.approx(
         {"mae": 2.5, "rmse": math.sqrt(6.5), "n": 2})
+
+
+def test_a_runs_own_predictions_score_in_one_command(tmp_path, capsys):
+    folder = tmp_path / "predictions" / "cdcda"
+    folder.mkdir(parents=True)
+    for user, pairs in (("u0", [("Comedy.", "comedy"), ("romance", "comedy")]),
+                        ("u1", [("romance", "romance")])):
+        (folder / f"{user}.json").write_text(json.dumps({
+            "user_id": user, "method": "cdcda", "predictions": [
+                {"id": f"{user}-q{i}", "raw": r, "output": r.lower(), "gold": g}
+                for i, (r, g) in enumerate(pairs)]}))
+    assert main(["eval", "--task", "LaMP-2", "--preds", str(folder)]) == 0
+    official = json.loads(capsys.readouterr().out)
+    assert official["n"] == 3 and official["users"] == 2
+    assert official["accuracy"] == pytest.approx(1 / 3)  # "Comedy." is not a label as it is
+    assert main(["eval", "--task", "LaMP-2", "--preds", str(folder), "--parse"]) == 0
+    parsed = json.loads(capsys.readouterr().out)
+    assert parsed["accuracy"] == pytest.approx(2 / 3)
+    assert parsed["user_mean"]["accuracy"] == pytest.approx((0.5 + 1.0) / 2)  # as a run does
+    (folder / "u2.json").write_text('{"predictions": [{"raw": "x"}]}')
+    assert main(["eval", "--task", "LaMP-2", "--preds", str(folder)]) == 2
+    assert "u2.json" in capsys.readouterr().err
+
+
+def test_run_files_are_as_readable_as_open_makes_them(tmp_path):
+    import os
+
+    from tasks.files import atomic_dir, write_json
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "a.json", {"x": 1})
+        with atomic_dir(tmp_path / "adapters") as tmp:
+            (tmp / "f").write_text("w")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+    assert (tmp_path / "adapters").stat().st_mode & 0o777 == 0o755

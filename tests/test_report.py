@@ -65,6 +65,8 @@ def test_comparisons_schema_and_missing_reference():
     assert c["higher_is_better"] == {"mae": False, "rmse": False}
     assert c["paired"]["local_real"]["mae"]["wins"] == 7  # lower mae for u1..u7, tie at u0
     assert c["mean_ci"]["cdcda"]["mae"] == mean_ci([i * 0.1 for i in range(8)])
+    assert set(c["fairness"]) == set(per_user) and set(c["verdicts"]) == {"mae", "rmse"}
+    assert {"p_holm", "power"} <= set(c["paired"]["zero_shot"]["rmse"])
     del per_user["cdcda"]
     c = comparisons(per_user, ["mae", "rmse"])
     assert c["paired"] == {} and c["note"] and set(c["mean_ci"]) == {"local_real", "zero_shot"}

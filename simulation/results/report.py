@@ -1,27 +1,33 @@
-"""report.md and its plots, rebuilt from a run's summary.json alone (nothing is re-run).
-
-Every mean carries its 95% bootstrap interval and every comparison of cdcda with another
-method its paired interval, win/tie/loss count and Wilcoxon p (simulation.results.stats). The same
-summary always gives the same report.md: the bootstraps are seeded.
-"""
+"""report.md and its plots from a run's summary.json alone; seeded: same summary, same report."""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 from simulation.results.plots import human_bytes, plot_bytes, plot_gain, plot_metrics
-from simulation.results.stats import comparisons
+from simulation.results.tables import (
+    REFERENCE,
+    ceiling_lines,
+    ci,
+    fairness_table,
+    num,
+    power_table,
+    projection_table,
+    pval,
+    summary_comparisons,
+    table,
+    verdict_lines,
+)
+from simulation.results.verdicts import outcome
 from tasks import get_task
-from tasks.files import atomic_dir
+from tasks.files import atomic_dir, write_text
 
+SHORT = {"beats": "better", "loses": "worse", "ties": "interval contains zero",
+         "none": "too few users"}
 REPORT_FILE = "report.md"
 PLOT_DIR = "report"
-REFERENCE = "cdcda"
-HEADLINE = ("local_real", "zero_shot", "cloud")  # DESIGN's headline questions
 
 
 def write_report(run_dir: Path | str) -> Path:
@@ -36,44 +42,20 @@ def write_report(run_dir: Path | str) -> Path:
     except (ValueError, KeyError) as err:  # bad JSON, no task, an unknown task
         raise ValueError(f"{path}: not a run summary ({type(err).__name__}: {err})") from err
     per_user = {m: res.get("per_user", {}) for m, res in summary.get("methods", {}).items()}
-    comp = summary.get("comparisons")
-    if not (isinstance(comp, Mapping) and comp.get("metrics") == names
-            and set(comp.get("mean_ci", {})) == set(per_user)):
-        comp = comparisons(per_user, names, reference=REFERENCE)
+    comp = summary_comparisons(summary, names, REFERENCE)
     with atomic_dir(run_dir / PLOT_DIR) as tmp:
         plots = [plot_metrics(tmp, comp, names), plot_gain(tmp, per_user, comp, names),
                  plot_bytes(tmp, summary, comp, names[0])]
-    (run_dir / PLOT_DIR).chmod(0o755)  # atomic_dir's temp folder was private
-    lines = [*_header(summary), *_methods(summary, comp, names), *_compare(comp),
+    lines = [*_header(summary), *_verdicts(summary, comp), *_methods(summary, comp, names),
+             *_section("Fairness over users", fairness_table(comp)), *_compare(comp),
+             *_section("Power", power_table(comp)),
+             *_section("Communication at scale", projection_table(summary)),
              *_augmentation(summary), "## Plots", ""]
     lines += [f"![{title}]({PLOT_DIR}/{file})" if file else f"- {title}" for title, file in plots]
-    out = run_dir / REPORT_FILE
-    fd, tmp_file = tempfile.mkstemp(prefix=f".{REPORT_FILE}-", dir=run_dir)
-    with os.fdopen(fd, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(tmp_file, out)
-    return out
+    return write_text(run_dir / REPORT_FILE, "\n".join(lines) + "\n")
 
 
 # --- formatting ---------------------------------------------------------------------------
-def _num(v, digits: int = 4) -> str:
-    return "—" if v is None else f"{v:.{digits}f}"
-
-
-def _ci(c: Mapping, signed: bool = False) -> str:
-    mean = c.get("mean", c.get("mean_diff"))
-    if mean is None:
-        return "—"
-    sign = "+" if signed else ""
-    return f"{mean:{sign}.4f} [{c['low']:{sign}.4f}, {c['high']:{sign}.4f}]"
-
-
-def _p(p: float | None) -> str:
-    if p is None:
-        return "—"
-    return f"{p:.3g}" if p > 0 else "< 1e-300"  # the normal approximation underflows
-
-
 def _verdict(p: Mapping, ref: str) -> str:
     if not p["n"]:
         return "no user has results for both"
@@ -83,11 +65,6 @@ def _verdict(p: Mapping, ref: str) -> str:
         return "not significant: the interval contains zero"
     better = (p["mean_diff"] > 0) == p["higher_is_better"]
     return f"{ref} {'better' if better else 'worse'}: the interval excludes zero"
-
-
-def _table(head: list[str], rows: list[list[str]]) -> list[str]:
-    return [f"| {' | '.join(head)} |", f"|{'|'.join('---' for _ in head)}|",
-            *(f"| {' | '.join(r)} |" for r in rows), ""]
 
 
 def _notes(notes: list[tuple[str, str]]) -> list[str]:
@@ -100,6 +77,15 @@ def _notes(notes: list[tuple[str, str]]) -> list[str]:
 
 
 # --- sections -----------------------------------------------------------------------------
+def _section(title: str, body: list[str]) -> list[str]:
+    return [f"## {title}", "", *body] if body else []
+
+
+def _verdicts(s: Mapping, comp: Mapping) -> list[str]:
+    """The verdict sentence per metric, near the top, with the data's single-answer line."""
+    return ["## Verdict", "", *verdict_lines(comp), *ceiling_lines(s)]
+
+
 def _header(s: Mapping) -> list[str]:
     lines = [f"# {s.get('experiment') or 'run'}: {s['task']}, {len(s.get('users', []))} users",
              "", f"Run status: **{s.get('status', 'unknown')}**. Built from summary.json alone: "
@@ -140,17 +126,25 @@ def _methods(s: Mapping, comp: Mapping, names: list[str]) -> list[str]:
         per_user_mean = comm.get("per_user_mean", {})
         cis = comp["mean_ci"].get(m, {})
         notes += [(f"{m} {k}", cis[k]["note"]) for k in names if cis.get(k, {}).get("note")]
-        rows.append([m, res.get("status", "?"), *(_ci(cis.get(k, {})) for k in names),
+        rows.append([m, res.get("status", "?"), *(ci(cis.get(k, {})) for k in names),
                      f"{len(res.get('per_user', {}))}/{len(res.get('failures', {}))}",
                      human_bytes(per_user_mean.get("up")), human_bytes(per_user_mean.get("down")),
-                     human_bytes(met.get("adapter-bytes")), _num(met.get("train-seconds"), 2),
-                     _num(met.get("peak-memory-mb"), 0),
-                     _num(_per_query_gen(res.get("per_user", {})), 3),
-                     _num(met.get("ttft-seconds"), 3)])
+                     human_bytes(met.get("adapter-bytes")), num(met.get("train-seconds"), 2),
+                     num(met.get("peak-memory-mb"), 0),
+                     num(_per_query_gen(res.get("per_user", {})), 3),
+                     num(met.get("ttft-seconds"), 3)])
     return ["## Methods", "", "Means over users with 95% bootstrap intervals (seed "
             f"{comp['seed']}, {comp['n_resamples']} resamples); bytes are per user and "
             "include every message; device costs are per-user means (— = not measured).",
-            "", *_table(head, rows), *_notes(notes)]
+            "", *table(head, rows), *_notes(notes)]
+
+
+def _highlight(ref: str, other: str, per_metric: Mapping) -> str:
+    """One bullet for one method: every metric's difference, W/T/L, Holm p and verdict."""
+    n = max((p["n"] for p in per_metric.values()), default=0)
+    parts = [f"{k} {ci(p, signed=True)}, W/T/L {p['wins']}/{p['ties']}/{p['losses']}, Holm "
+             f"p {pval(p.get('p_holm'))} ({SHORT[outcome(p)]})" for k, p in per_metric.items()]
+    return f"- {ref} vs {other} over {n} users: {'; '.join(parts)}."
 
 
 def _compare(comp: Mapping) -> list[str]:
@@ -163,24 +157,20 @@ def _compare(comp: Mapping) -> list[str]:
               "method, with its 95% bootstrap interval"
               + (f" ({', '.join(lower)}: lower is better, so a negative difference favours "
                  f"{ref})" if lower else "") + f". W/T/L counts users where {ref} is better / "
-              "equal / worse; Wilcoxon p is the two-sided signed-rank test.", ""]
-    rows, notes, headline = [], [], []
+              "equal / worse; Wilcoxon p is the two-sided signed-rank test, Holm p the same "
+              f"adjusted (Holm's step-down) over {ref}'s comparisons on that metric.", ""]
+    rows, notes = [], []
     for other, per_metric in comp["paired"].items():
         for k, p in per_metric.items():
-            verdict = _verdict(p, ref)
-            rows.append([other, k, str(p["n"]), _ci(p, signed=True),
+            rows.append([other, k, str(p["n"]), ci(p, signed=True),
                          f"{p['wins']}/{p['ties']}/{p['losses']}",
-                         _p(p["p"]), verdict])
+                         pval(p["p"]), pval(p.get("p_holm")), _verdict(p, ref)])
             if p["note"]:
                 notes.append((f"{other} {k}", p["note"]))
-            if other in HEADLINE and k == comp["metrics"][0] and p["n"]:
-                headline.append(f"- {ref} vs {other} on {k}: {_ci(p, signed=True)} over "
-                                f"{p['n']} users ({p['wins']} wins, {p['ties']} ties, "
-                                f"{p['losses']} losses): {verdict}.")
+    highlight = [_highlight(ref, o, pm) for o, pm in comp["paired"].items()]
     head = [f"{ref} vs", "metric", "users", "mean difference [95% CI]", "W/T/L",
-            "Wilcoxon p", "verdict"]
-    return [*lines, *headline, *([""] if headline else []), *_table(head, rows),
-            *_notes(notes)]
+            "Wilcoxon p", "Holm p", "verdict"]
+    return [*lines, *highlight, "", *table(head, rows), *_notes(notes)]
 
 
 def _augmentation(s: Mapping) -> list[str]:
@@ -195,7 +185,7 @@ def _augmentation(s: Mapping) -> list[str]:
     causes = aug.get("cloud_errors", {}).get("by_cause", {})
     return ["## Augmentation (cdcda)", "",
             f"{aug.get('users_augmented', 0)} users augmented.", "",
-            *_table(["candidates", "number", "share of generated"], rows),
+            *table(["candidates", "number", "share of generated"], rows),
             f"Cloud errors: {errors} failed requests"
             + (": " + ", ".join(f"{c} {n}" for c, n in causes.items()) if causes else "") + ".",
             ""]

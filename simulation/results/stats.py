@@ -1,23 +1,21 @@
-"""Confidence intervals and paired tests over users: how sure a method comparison is.
-
-Every number comes with its interval: a seeded bootstrap of the mean over users
-(`scipy.stats.bootstrap`) and, for two methods on the same users, the bootstrap interval of
-the mean paired difference with a Wilcoxon signed-rank test. Pure functions; the output is
-plain JSON (floats, ints, bools, None), ready for summary.json.
-"""
+"""Seeded bootstrap CIs, paired tests, power and fairness over users, as plain JSON."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 from scipy import stats
+
+from simulation.results.power import paired_power
+from simulation.results.verdicts import verdict_sentence
 
 N_RESAMPLES = 4999  # Monte Carlo error of a 95% endpoint is ~1-2% of the interval's width
 BCA_MAX_N = 2000  # BCa's jackknife costs O(n^2); above this its correction is negligible
 BATCH_VALUES = 2_000_000  # values resampled per batch (bounds memory: ~32 MB)
 LOWER_IS_BETTER = frozenset({"mae", "rmse"})
+WORST_SHARE = 0.1  # pFL-Bench's bottom decile of users
 
 
 def higher_is_better(metric: str) -> bool:
@@ -100,7 +98,37 @@ def paired(a: Mapping[str, float], b: Mapping[str, float], higher_is_better: boo
             "significant": bool(n >= 2 and not contains_zero),
             "wins": int(better.sum()), "ties": int((d == 0).sum()),
             "losses": int(worse.sum()), "p": p, "method": method,
-            "higher_is_better": bool(higher_is_better), "note": "; ".join(notes) or None}
+            "higher_is_better": bool(higher_is_better), "note": "; ".join(notes) or None,
+            "power": paired_power(d)}
+
+
+def holm(ps: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment of a family of p-values, in their order: the i-th
+    smallest of m is multiplied by m - i + 1, kept monotone and capped at 1. None (no
+    test) stays None and is not counted in the family."""
+    ranked = sorted((p, i) for i, p in enumerate(ps) if p is not None)
+    m = len(ranked)
+    out: list[float | None] = [None] * len(ps)
+    running = 0.0
+    for rank, (p, i) in enumerate(ranked):
+        running = max(running, min(1.0, (m - rank) * float(p)))
+        out[i] = running
+    return out
+
+
+def fairness(values: Iterable[float], higher_is_better: bool, share: float = WORST_SHARE
+             ) -> dict:
+    """How the worst-off users fare, as pFL-Bench reports it: {worst10_mean, std, users,
+    worst_users}: the mean of the worst `share` of users (at least one; worst in the
+    metric's direction) and the population SD (ddof 0) over users."""
+    x, _ = _finite(values)
+    n = len(x)
+    if not n:
+        return {"worst10_mean": None, "std": None, "users": 0, "worst_users": 0}
+    k = max(1, math.ceil(round(share * n, 9)))
+    ordered = np.sort(x) if higher_is_better else np.sort(x)[::-1]
+    return {"worst10_mean": float(ordered[:k].mean()), "std": float(x.std()), "users": n,
+            "worst_users": k}
 
 
 def _column(per_user: Mapping[str, Mapping[str, float]], metric: str) -> dict[str, float]:
@@ -114,8 +142,11 @@ def comparisons(per_user_by_method: Mapping[str, Mapping[str, Mapping[str, float
     """Every method's mean CIs and `reference` against every other method, per metric.
 
     {reference, metrics, higher_is_better: {metric: bool}, confidence, n_resamples, seed,
-     mean_ci: {method: {metric: mean_ci(...)}}, paired: {other: {metric: paired(ref, other)}},
-     note}. Without the reference method `paired` is empty and `note` says so.
+     mean_ci: {method: {metric: mean_ci(...)}}, paired: {other: {metric: paired(ref, other)
+     plus p_holm}}, fairness: {method: {metric: fairness(...)}}, verdicts: {metric: str},
+     note}. `p_holm` adjusts the Wilcoxon p over the family of the reference's comparisons
+    on that metric (every other method). Without the reference method `paired` is empty
+    and `note` says so.
     """
     names = list(metric_names)
     columns = {m: {k: _column(pu, k) for k in names} for m, pu in per_user_by_method.items()}
@@ -124,14 +155,22 @@ def comparisons(per_user_by_method: Mapping[str, Mapping[str, Mapping[str, float
            "confidence": confidence, "n_resamples": n_resamples, "seed": seed,
            "mean_ci": {m: {k: mean_ci(col[k].values(), seed, confidence, n_resamples)
                            for k in names} for m, col in columns.items()},
-           "paired": {}, "note": None}
+           "paired": {},
+           "fairness": {m: {k: fairness(col[k].values(), higher_is_better(k)) for k in names}
+                        for m, col in columns.items()},
+           "verdicts": {}, "note": None}
     if reference not in columns:
         out["note"] = f"reference method '{reference}' is not in this run: no paired comparison"
-        return out
-    ref = columns[reference]
-    for other, col in columns.items():
-        if other != reference:
-            out["paired"][other] = {
-                k: paired(ref[k], col[k], higher_is_better(k), seed, confidence, n_resamples)
-                for k in names}
+    else:
+        ref = columns[reference]
+        for other, col in columns.items():
+            if other != reference:
+                out["paired"][other] = {
+                    k: paired(ref[k], col[k], higher_is_better(k), seed, confidence, n_resamples)
+                    for k in names}
+        for k in names:
+            family = [per_metric[k] for per_metric in out["paired"].values()]
+            for p, adjusted in zip(family, holm([p["p"] for p in family])):
+                p["p_holm"] = adjusted
+    out["verdicts"] = {k: verdict_sentence(out, k) for k in names}
     return out

@@ -101,6 +101,16 @@ def _augmentation(run_dir: Path, users: list[str], failures: list[dict],
     }
 
 
+def _data_info(data_dir: str) -> dict:
+    """What the bundled benchmark says of itself (benchmark.json): its heterogeneity and
+    the single-answer ceiling, how much the task rewards personalization. {} for LaMP."""
+    meta = load_stored(Path(data_dir) / "benchmark.json") if data_dir else None
+    if not meta:
+        return {}
+    return {k: meta[k] for k in ("generator", "heterogeneity", "single_answer_ceiling")
+            if k in meta}
+
+
 def _failure_log(failures: list[dict]) -> dict:
     by_kind: Counter = Counter(f["kind"] for f in failures)
     by_method: dict[str, Counter] = defaultdict(Counter)
@@ -138,7 +148,8 @@ def build_summary(run_dir: Path, cfg: Config, task_name: str, metric_names: Iter
         communication[m] = comm
     summary = {
         "experiment": cfg.experiment.name, "task": task_name, "data": data_dir,
-        "users": users, "methods": methods, "communication": communication,
+        "data_info": _data_info(data_dir), "users": users, "methods": methods,
+        "communication": communication,
         "failures": _failure_log(failures),
         "privacy": disclosure(ledger, users),
         "seconds": timings.get("seconds", 0.0), "sessions": timings.get("sessions", 0),

@@ -50,11 +50,12 @@ def prepare_data(cfg: Config, run_dir: Path) -> tuple[Path, str, str]:
         return folder, split, data.task.name
     d = cfg.data
     want = {"generator": d.benchmark, "users": users, "seed": cfg.experiment.seed,
-            "profile_size": d.profile_size, "queries": d.queries, "noise": d.noise}
+            "profile_size": d.profile_size, "queries": d.queries, "noise": d.noise,
+            "heterogeneity": d.heterogeneity}
     have = load_stored(folder / "benchmark.json") or {}
     if any(have.get(k) != v for k, v in want.items()):
         make_benchmark(d.benchmark, users, cfg.experiment.seed, folder,
-                       d.profile_size, d.queries, d.noise)
+                       d.profile_size, d.queries, d.noise, d.heterogeneity)
     return folder, split, task
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from tasks.catalog import TASKS
-from tasks.generators.user import User
+from tasks.generators.user import Generator, User
 
 _FIELDS: dict[str, tuple[str, tuple[str, ...], dict[str, tuple[tuple[str, ...], ...]]]] = {
     # field: (subject, objects, {sub-topic: (title modifiers, abstract aims)})
@@ -67,18 +67,62 @@ _QUERY_TITLES = ("Revisiting {o} for {s}", "A Closer Look at {o} in {s}",
 _INSTRUCTION_1 = TASKS["LaMP-1"].instruction
 
 
-def citation_user(rng: random.Random) -> User:
-    subject, objects, topics = _FIELDS[rng.choice(sorted(_FIELDS))]
-    mine = rng.choice(sorted(topics))  # the sub-topic this user works on and cites
-    others = sorted(set(topics) - {mine})
+# A preference maps a field to the sub-topic cited in it: a user's own covers their field
+# only, the population's every field (so a shared preference still fits each user's field).
+Citations = dict[str, str]
+# (field, paper title, (sub-topic, title) of reference [1], (sub-topic, title) of [2])
+Query = tuple[str, str, tuple[str, str], tuple[str, str]]
 
-    def title(r: random.Random, topic: str) -> str:
-        return r.choice(_PAPER_TITLES).format(m=r.choice(topics[topic][0]),
-                                              o=r.choice(objects), s=subject)
+
+def own_preference(rng: random.Random) -> Citations:
+    """The user's field and the sub-topic of it they cite."""
+    field = rng.choice(sorted(_FIELDS))
+    return {field: rng.choice(sorted(_FIELDS[field][2]))}
+
+
+def population_preference(rng: random.Random) -> Citations:
+    """One sub-topic for every field, so a shared preference fits any user's field."""
+    return {field: rng.choice(sorted(_FIELDS[field][2])) for field in sorted(_FIELDS)}
+
+
+def _title(r: random.Random, field: str, topic: str) -> str:
+    subject, objects, topics = _FIELDS[field]
+    return r.choice(_PAPER_TITLES).format(m=r.choice(topics[topic][0]), o=r.choice(objects),
+                                          s=subject)
+
+
+def _paper(r: random.Random, field: str) -> str:
+    subject, objects, _ = _FIELDS[field]
+    return r.choice(_QUERY_TITLES).format(o=r.choice(objects), s=subject)
+
+
+def draw_input(rng: random.Random) -> Query:
+    """A query of any field whose two references are in two different sub-topics."""
+    field = rng.choice(sorted(_FIELDS))
+    first, second = rng.sample(sorted(_FIELDS[field][2]), 2)
+    return (field, _paper(rng, field), (first, _title(rng, field, first)),
+            (second, _title(rng, field, second)))
+
+
+def answer(preference: Citations, query: Query) -> str | None:
+    """The reference in the cited sub-topic; None if neither is (nobody asks this user)."""
+    return {query[2][0]: "[1]", query[3][0]: "[2]"}.get(preference.get(query[0], ""))
+
+
+def render(query: Query) -> str:
+    """The query as LaMP-1 writes it."""
+    return _INSTRUCTION_1.format(title=query[1]) + f' [1]: "{query[2][1]}" [2]: "{query[3][1]}"'
+
+
+def citation_user(rng: random.Random, shared: Citations | None = None) -> User:
+    ((field, own),) = own_preference(rng).items()
+    mine = own if shared is None else shared[field]  # the sub-topic this user cites
+    subject, objects, topics = _FIELDS[field]
+    others = sorted(set(topics) - {mine})
 
     def item(r: random.Random) -> dict:
         aims = r.sample(topics[mine][1], 2)
-        return {"title": title(r, mine),
+        return {"title": _title(r, field, mine),
                 "abstract": f"We study {r.choice(objects).lower()} of {subject.lower()}. "
                             f"Our method aims to {aims[0]} and to {aims[1]}. Experiments on "
                             f"{r.randint(2, 9)} benchmarks show consistent gains."}
@@ -86,10 +130,16 @@ def citation_user(rng: random.Random) -> User:
     def query(r: random.Random) -> tuple[str, str]:
         # The paper's title names only the field: which reference is related, the one in
         # the user's sub-topic or the other one, only the user's own papers tell.
-        paper = r.choice(_QUERY_TITLES).format(o=r.choice(objects), s=subject)
-        related, other = title(r, mine), title(r, r.choice(others))
-        first, second, gold = ((related, other, "[1]") if r.random() < 0.5
-                               else (other, related, "[2]"))
-        return _INSTRUCTION_1.format(title=paper) + f' [1]: "{first}" [2]: "{second}"', gold
+        paper = _paper(r, field)
+        related = (mine, _title(r, field, mine))
+        other_topic = r.choice(others)
+        other = (other_topic, _title(r, field, other_topic))
+        built = (field, paper, related, other) if r.random() < 0.5 else (
+            field, paper, other, related)
+        return render(built), answer({field: mine}, built)
 
     return item, query
+
+
+GENERATOR = Generator("LaMP-1", citation_user, TASKS["LaMP-1"].labels, own_preference,
+                      population_preference, draw_input, answer)

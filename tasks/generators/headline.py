@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from tasks.generators.user import Draw
+from tasks.generators.user import Draw, Generator, same_shape
 
 _ACTORS = ("City council", "Local school board", "State university", "Regional hospital",
            "Water authority", "Transit agency", "County court", "Harbour police")
@@ -25,13 +25,33 @@ _STYLES: dict[str, Callable[[str, tuple[str, str, str]], str]] = {
 }
 
 
-def headline_user(rng: random.Random) -> Draw:
-    style = _STYLES[rng.choice(sorted(_STYLES))]
+def draw_preference(rng: random.Random) -> str:
+    """The name of a headline style (looked up when answering, so tests may swap styles)."""
+    return rng.choice(sorted(_STYLES))
+
+
+def draw_input(rng: random.Random) -> tuple[str, tuple[str, str, str], str]:
+    """(actor, action, article text)."""
+    actor, act, day = rng.choice(_ACTORS), rng.choice(_ACTIONS), rng.choice(_DAYS)
+    text = (f"On {day} the {actor.lower()} {act[1]} the {act[2]} after a long public "
+            f"meeting, officials said. {rng.randint(2, 9)} members spoke in favour.")
+    return actor, act, text
+
+
+def answer(style: str, article: tuple[str, tuple[str, str, str], str]) -> str:
+    return _STYLES[style](article[0], article[1])
+
+
+def headline_user(rng: random.Random, shared: str | None = None) -> Draw:
+    own = draw_preference(rng)
+    style = own if shared is None else shared
 
     def sample(r: random.Random) -> tuple[str, str]:
-        actor, act, day = r.choice(_ACTORS), r.choice(_ACTIONS), r.choice(_DAYS)
-        text = (f"On {day} the {actor.lower()} {act[1]} the {act[2]} after a long public "
-                f"meeting, officials said. {r.randint(2, 9)} members spoke in favour.")
-        return text, style(actor, act)
+        article = draw_input(r)
+        return article[2], answer(style, article)
 
     return sample
+
+
+GENERATOR = Generator("LaMP-4", same_shape("LaMP-4", headline_user), (),
+                      draw_preference, draw_preference, draw_input, answer)

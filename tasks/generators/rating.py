@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from tasks.generators.user import Draw
+from tasks.generators.user import Draw, Generator, same_shape
 
 _PRODUCTS = ("kettle", "backpack", "desk lamp", "phone case", "blender", "rain jacket",
              "office chair", "pair of headphones", "coffee grinder", "yoga mat")
@@ -17,12 +17,31 @@ _TONE = {
 }
 
 
-def rating_user(rng: random.Random) -> Draw:
-    bias = rng.choice((-2, -1, -1, 0, 1, 1, 2))  # harsh to generous
+def draw_preference(rng: random.Random) -> int:
+    """The bias added to the review's tone."""
+    return rng.choice((-2, -1, -1, 0, 1, 1, 2))  # harsh to generous
+
+
+def draw_input(rng: random.Random) -> tuple[int, str]:
+    """(tone, review text)."""
+    tone = rng.randint(1, 5)
+    return tone, f"This {rng.choice(_PRODUCTS)}: {rng.choice(_TONE[tone])}"
+
+
+def answer(bias: int, review: tuple[int, str]) -> str:
+    return str(min(5, max(1, review[0] + bias)))
+
+
+def rating_user(rng: random.Random, shared: int | None = None) -> Draw:
+    own = draw_preference(rng)
+    bias = own if shared is None else shared
 
     def sample(r: random.Random) -> tuple[str, str]:
-        tone = r.randint(1, 5)
-        text = f"This {r.choice(_PRODUCTS)}: {r.choice(_TONE[tone])}"
-        return text, str(min(5, max(1, tone + bias)))
+        review = draw_input(r)
+        return review[1], answer(bias, review)
 
     return sample
+
+
+GENERATOR = Generator("LaMP-3", same_shape("LaMP-3", rating_user), ("1", "2", "3", "4", "5"),
+                      draw_preference, draw_preference, draw_input, answer)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 
-from tasks.generators.user import Draw
+from tasks.catalog import TASKS
+from tasks.generators.user import Draw, Generator, same_shape
 
 _MOVIE_KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
     # kind: (subjects, plots, tags a user may give this kind)
@@ -53,13 +54,38 @@ _MOVIE_KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]
 }
 
 
-def tags_user(rng: random.Random) -> Draw:
-    preference = {kind: rng.choice(spec[2]) for kind, spec in _MOVIE_KINDS.items()}
+def draw_preference(rng: random.Random) -> dict[str, str]:
+    """The tag given to each kind of movie."""
+    return {kind: rng.choice(spec[2]) for kind, spec in _MOVIE_KINDS.items()}
+
+
+def _describe(r: random.Random, kind: str) -> str:
+    subjects, plots, _ = _MOVIE_KINDS[kind]
+    return f"{r.choice(subjects)} {r.choice(plots)}."
+
+
+def draw_input(rng: random.Random) -> tuple[str, str]:
+    """(kind, description) of any kind: every user's preference covers every kind."""
+    kind = rng.choice(sorted(_MOVIE_KINDS))
+    return kind, _describe(rng, kind)
+
+
+def answer(preference: dict[str, str], movie: tuple[str, str]) -> str:
+    return preference[movie[0]]
+
+
+def tags_user(rng: random.Random, shared: dict[str, str] | None = None) -> Draw:
+    own = draw_preference(rng)  # drawn even when shared: the rest of the stream stays put
+    preference = own if shared is None else shared
     kinds = rng.sample(sorted(_MOVIE_KINDS), 4)  # this user watches four kinds of movie
 
     def sample(r: random.Random) -> tuple[str, str]:
         kind = r.choice(kinds)
-        subjects, plots, _ = _MOVIE_KINDS[kind]
-        return f"{r.choice(subjects)} {r.choice(plots)}.", preference[kind]
+        text = _describe(r, kind)
+        return text, answer(preference, (kind, text))
 
     return sample
+
+
+GENERATOR = Generator("LaMP-2", same_shape("LaMP-2", tags_user), TASKS["LaMP-2"].labels,
+                      draw_preference, draw_preference, draw_input, answer)

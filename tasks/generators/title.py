@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from tasks.generators.user import Draw
+from tasks.generators.user import Draw, Generator, same_shape
 
 _PROBLEMS = ("Traffic Forecasting", "Protein Folding", "Speech Recognition", "Fraud Detection",
              "Crop Yield Prediction", "Code Completion", "Image Segmentation", "Drug Discovery",
@@ -46,16 +46,36 @@ _TITLE_STYLES = {f"{form}-{'long' if long else 'short'}": _title_style(form, lon
                  for form in _TITLE_FORMS for long in (True, False)}
 
 
-def title_user(rng: random.Random) -> Draw:
-    style = _TITLE_STYLES[rng.choice(sorted(_TITLE_STYLES))]
+def draw_preference(rng: random.Random) -> str:
+    """The name of a title style (looked up when answering, so tests may swap styles)."""
+    return rng.choice(sorted(_TITLE_STYLES))
+
+
+def draw_input(rng: random.Random) -> tuple[str, str, tuple[str, str, str], str]:
+    """(problem, setting, method, abstract)."""
+    problem, setting, method = rng.choice(_PROBLEMS), rng.choice(_SETTINGS), rng.choice(_METHODS)
+    abstract = (f"{problem.capitalize()} {setting.lower()} remains hard because "
+                f"{rng.choice(_REASONS)}. "
+                f"We propose an approach based on {method[0].lower()} that "
+                f"{rng.choice(_GAINS)}. Experiments on {rng.randint(2, 9)} benchmarks show "
+                f"gains of {rng.randint(2, 15)} points over strong baselines.")
+    return problem, setting, method, abstract
+
+
+def answer(style: str, paper: tuple[str, str, tuple[str, str, str], str]) -> str:
+    return _TITLE_STYLES[style](paper[0], paper[1], paper[2])
+
+
+def title_user(rng: random.Random, shared: str | None = None) -> Draw:
+    own = draw_preference(rng)
+    style = own if shared is None else shared
 
     def sample(r: random.Random) -> tuple[str, str]:
-        problem, setting, method = r.choice(_PROBLEMS), r.choice(_SETTINGS), r.choice(_METHODS)
-        abstract = (f"{problem.capitalize()} {setting.lower()} remains hard because "
-                    f"{r.choice(_REASONS)}. "
-                    f"We propose an approach based on {method[0].lower()} that "
-                    f"{r.choice(_GAINS)}. Experiments on {r.randint(2, 9)} benchmarks show "
-                    f"gains of {r.randint(2, 15)} points over strong baselines.")
-        return abstract, style(problem, setting, method)
+        paper = draw_input(r)
+        return paper[3], answer(style, paper)
 
     return sample
+
+
+GENERATOR = Generator("LaMP-5", same_shape("LaMP-5", title_user), (),
+                      draw_preference, draw_preference, draw_input, answer)

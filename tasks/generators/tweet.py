@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import random
 import re
+from typing import NamedTuple
 
 from tasks.catalog import TASKS
-from tasks.generators.user import User
+from tasks.generators.user import Generator, User
 
 _DEEDS = ("finished my first half marathon", "burned the toast again",
           "found a little bookshop downtown", "got the new job", "missed the last train home",
@@ -37,30 +38,56 @@ _WORDS = {name: re.compile(r"\b(" + "|".join(sorted(subs, key=len, reverse=True)
 _INSTRUCTION_7 = TASKS["LaMP-7"].instruction
 
 
-def tweet_user(rng: random.Random) -> User:
+class Voice(NamedTuple):
+    """A user's voice, shared or own as a whole (never part by part)."""
+
+    register: str
+    opener: str
+    signoff: str
+    tag: str
+    ending: str
+    emoji: str
+    lower: bool
+    diary: bool  # drops the leading "I", as in "missed the bus again"
+
+
+def draw_preference(rng: random.Random) -> Voice:
     register = rng.choice(sorted(_REGISTERS))
-    subs, words = _REGISTERS[register], _WORDS.get(register)
     opener, signoff, tag = rng.choice(_OPENERS), rng.choice(_SIGNOFFS), rng.choice(_HASHTAGS)
     ending, emoji, lower = rng.choice(_ENDINGS), rng.choice(_EMOJI), rng.random() < 0.4
-    diary = rng.random() < 0.5  # drops the leading "I", as in "missed the bus again"
+    return Voice(register, opener, signoff, tag, ending, emoji, lower, rng.random() < 0.5)
 
-    def voice(neutral: str) -> str:
-        text = neutral[2:] if diary else neutral
-        text = words.sub(lambda m: subs[m.group(1)], text) if words else text
-        text = text.rstrip(".") + ending
-        if signoff:
-            text += f" {signoff}"
-        text = " ".join(p for p in (opener, text, emoji, tag) if p)
-        return text.lower() if lower else text
 
-    def neutral(r: random.Random) -> str:
-        return f"I {r.choice(_DEEDS)} {r.choice(_WHEN)} {r.choice(_FEELING)}."
+def draw_input(rng: random.Random) -> str:
+    """The neutral text, also the query's input."""
+    return f"I {rng.choice(_DEEDS)} {rng.choice(_WHEN)} {rng.choice(_FEELING)}."
+
+
+def answer(voice: Voice, neutral: str) -> str:
+    """The neutral text as this voice tweets it."""
+    subs, words = _REGISTERS[voice.register], _WORDS.get(voice.register)
+    text = neutral[2:] if voice.diary else neutral
+    text = words.sub(lambda m: subs[m.group(1)], text) if words else text
+    text = text.rstrip(".") + voice.ending
+    if voice.signoff:
+        text += f" {voice.signoff}"
+    text = " ".join(p for p in (voice.opener, text, voice.emoji, voice.tag) if p)
+    return text.lower() if voice.lower else text
+
+
+def tweet_user(rng: random.Random, shared: Voice | None = None) -> User:
+    own = draw_preference(rng)
+    voice = own if shared is None else shared
 
     def item(r: random.Random) -> dict:
-        return {"text": voice(neutral(r))}
+        return {"text": answer(voice, draw_input(r))}
 
     def query(r: random.Random) -> tuple[str, str]:
-        text = neutral(r)
-        return _INSTRUCTION_7 + text, voice(text)
+        text = draw_input(r)
+        return _INSTRUCTION_7 + text, answer(voice, text)
 
     return item, query
+
+
+GENERATOR = Generator("LaMP-7", tweet_user, (), draw_preference, draw_preference, draw_input,
+                      answer)

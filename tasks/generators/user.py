@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from tasks.catalog import TASKS
 
@@ -12,16 +13,32 @@ from tasks.catalog import TASKS
 # shape (LaMP-2/3/4/5), both come from one `sample(r) -> (input text, answer)`.
 Draw = Callable[[random.Random], tuple[str, str]]
 User = tuple[Callable[[random.Random], dict], Draw]
+# A user factory: (the user's own stream, the population's preference to keep or None).
+# It always draws the user's own preference first, so the rest of the stream (inputs,
+# topics) is the same whichever preference the user ends up with.
+MakeUser = Callable[[random.Random, Any], User]
 
 
-def same_shape(lamp_name: str, make_sample: Callable[[random.Random], Draw]
-               ) -> Callable[[random.Random], User]:
+class Generator(NamedTuple):
+    """One synthetic task, with the preference kept apart from the inputs so a population
+    can share it (`heterogeneity`) and the single-answer ceiling can compare users."""
+
+    lamp_name: str
+    user: MakeUser
+    flip_labels: tuple[str, ...]  # labels `noise` may flip a gold to: () for free text
+    own_preference: Callable[[random.Random], Any]  # the first draws of a user's stream
+    population_preference: Callable[[random.Random], Any]  # the one a population shares
+    draw_input: Callable[[random.Random], Any]  # a structured query input
+    answer: Callable[[Any, Any], str | None]  # (preference, input) -> oracle; None: no answer
+
+
+def same_shape(lamp_name: str, make_sample: Callable[[random.Random, Any], Draw]) -> MakeUser:
     """A user of a task whose profile items are (input, answer) pairs like its queries."""
     task = TASKS[lamp_name]
     x, y = task.item_fields
 
-    def make_user(rng: random.Random) -> User:
-        sample = make_sample(rng)
+    def make_user(rng: random.Random, shared: Any = None) -> User:
+        sample = make_sample(rng, shared)
 
         def item(r: random.Random) -> dict:
             text, answer = sample(r)

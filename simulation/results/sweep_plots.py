@@ -1,0 +1,99 @@
+"""A sweep's plots: each metric's mean with its 95% CI against the swept value (one line per
+method), and each metric against bytes per user."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+from matplotlib.figure import Figure  # no pyplot: no display, no global backend state
+
+from simulation.results.plots import DPI, MARKERS
+
+
+def _metrics(rows: list[dict]) -> list[str]:
+    return [k for k in (rows[0] if rows else {}) if f"{k}_low" in rows[0]]
+
+
+def _style(methods: list[str]) -> dict[str, dict]:
+    return {m: {"color": f"C{i % 10}", "marker": MARKERS[i % len(MARKERS)]}
+            for i, m in enumerate(methods)}
+
+
+def _numeric(values: list) -> bool:
+    return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+
+
+def _save(fig: Figure, folder: Path, name: str) -> str:
+    fig.savefig(folder / name, dpi=DPI, metadata={"Software": None})
+    return name
+
+
+def plot_against_value(folder: Path, rows: list[dict], keys: list[str]) -> list[tuple]:
+    """Per metric: x = the first grid key, one panel per combination of the others."""
+    if not rows:
+        return [("no point has results yet", "")]
+    x_key, rest = keys[0], keys[1:]
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    style = _style(methods)
+    xs = list(dict.fromkeys(r[x_key] for r in rows))
+    numeric = _numeric(xs)
+    panels = list(itertools.product(*[list(dict.fromkeys(r[k] for r in rows)) for k in rest]))
+    out = []
+    for k in _metrics(rows):
+        fig = Figure(figsize=(1.5 + 4.2 * len(panels), 4.2), layout="constrained")
+        axes = fig.subplots(1, len(panels), squeeze=False)[0]
+        for ax, panel in zip(axes, panels):
+            where = dict(zip(rest, panel))
+            spread = 0.012 * ((max(xs) - min(xs)) if numeric and len(xs) > 1 else 1)
+            for i, m in enumerate(methods):
+                pts = [r for r in rows if r["method"] == m and r[k] is not None
+                       and all(r[q] == v for q, v in where.items())]
+                pts.sort(key=lambda r: xs.index(r[x_key]))
+                # methods side by side around each x: overlapping intervals stay readable
+                shift = (i - (len(methods) - 1) / 2) * spread
+                x = [(r[x_key] if numeric else xs.index(r[x_key])) + shift for r in pts]
+                y = [r[k] for r in pts]
+                err = [[r[k] - r[f"{k}_low"] for r in pts], [r[f"{k}_high"] - r[k] for r in pts]]
+                ax.errorbar(x, y, yerr=err, capsize=3, mfc="none", label=m, **style[m])
+            if not numeric:
+                ax.set_xticks(range(len(xs)), [str(v) for v in xs])
+            ax.set_xlabel(x_key)
+            ax.set_ylabel(f"{k} (mean over users, 95% CI)")
+            ax.set_title(", ".join(f"{q} = {v}" for q, v in where.items()) or k)
+            ax.grid(alpha=0.3)
+        axes[-1].legend(fontsize=8, loc="best")
+        out.append((f"{k} against {x_key}", _save(fig, folder, f"{_safe(k)}-by-value.png")))
+    return out
+
+
+def plot_against_bytes(folder: Path, rows: list[dict], keys: list[str]) -> list[tuple]:
+    """Per metric: each point x method at its bytes per user (log scale)."""
+    if not rows:
+        return []
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    style = _style(methods)
+    out = []
+    for k in _metrics(rows):
+        fig = Figure(figsize=(6.4, 4.4), layout="constrained")
+        ax = fig.subplots()
+        for m in methods:
+            pts = [r for r in rows if r["method"] == m and r[k] is not None]
+            x = [max(r["bytes_per_user"], 1.0) for r in pts]
+            err = [[r[k] - r[f"{k}_low"] for r in pts], [r[f"{k}_high"] - r[k] for r in pts]]
+            ax.errorbar(x, [r[k] for r in pts], yerr=err, ls="none", capsize=3, mfc="none",
+                        label=m, **style[m])
+        ax.set_xscale("log")
+        ax.set_xlabel("bytes per user, up + down (log scale)")
+        ax.set_ylabel(f"{k} (mean, 95% CI)")
+        ax.set_title(f"{k} against communication, every point of {', '.join(keys)}")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8, loc="best")
+        out.append((f"{k} against bytes per user", _save(fig, folder, f"{_safe(k)}-bytes.png")))
+    return out
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+
+
