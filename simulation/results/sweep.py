@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from simulation.results.sweep_plots import plot_against_bytes, plot_against_value
-from simulation.results.tables import statistics_lines, summary_comparisons
+from simulation.results.tables import projection_table, statistics_lines, summary_comparisons
 from tasks.files import atomic_dir, load_stored, write_text
 
 SWEEP_FILE = "sweep.json"
@@ -139,11 +139,13 @@ def _winners(points: list[dict], rows_: list[dict], keys: list[str], k: str) -> 
 
 
 def _verdicts(points: list[dict], keys: list[str]) -> list[str]:
-    """Each point's verdicts, single-answer ceiling, power and fairness, as in its report."""
+    """Each point's verdicts, single-answer ceiling, power, fairness and bytes at scale, as
+    in its own report."""
     lines = ["## Each point's statistics", ""]
     for p in points:
         if p["summary"]:
-            lines += [f"### {_point(p, keys)}", "", *statistics_lines(p["summary"]), ""]
+            lines += [f"### {_point(p, keys)}", "", *statistics_lines(p["summary"]),
+                      *projection_table(p["summary"]), ""]
     return lines
 
 

@@ -132,43 +132,18 @@ def projection_table(summary: Mapping) -> list[str]:
             *table(head, rows)]
 
 
-BEST_KEYS = ("single_answer", "best_single", "best", "score", "value")
-ORACLE_KEYS = ("oracle", "oracle_score", "ceiling")
-
-
-def _first(d: Mapping, keys: tuple[str, ...]):
-    return next((d[k] for k in keys if isinstance(d.get(k), int | float | Mapping)), None)
-
-
-def _ceiling_entries(ceil: Mapping) -> list[tuple[str | None, object, object]]:
-    """(metric, best, oracle): per metric when the scores are {metric: value} dicts (as
-    tasks.ceiling writes them) or the dict holds one dict per metric; else one entry."""
-    best, oracle = _first(ceil, BEST_KEYS), _first(ceil, ORACLE_KEYS)
-    if isinstance(best, Mapping) and isinstance(oracle, Mapping):
-        return [(k, best[k], oracle.get(k)) for k in best]
-    if ceil and all(isinstance(v, Mapping) for v in ceil.values()):
-        return [(k, _first(c, BEST_KEYS), _first(c, ORACLE_KEYS)) for k, c in ceil.items()]
-    return [(ceil.get("metric"), best, oracle)]
-
-
 def ceiling_lines(summary: Mapping) -> list[str]:
-    """'Best single answer for everyone scores X of the oracle's Y', per metric, when
-    summary.json's data_info carries a single_answer_ceiling dict; nothing otherwise."""
+    """'Best single answer for everyone scores X of the oracle's Y', per metric, from the
+    single-answer ceiling (tasks/ceiling.py) the bundled benchmark stores; nothing for
+    data that has none (LaMP)."""
     info = summary.get("data_info")
     ceil = info.get("single_answer_ceiling") if isinstance(info, Mapping) else None
-    if not isinstance(ceil, Mapping) or not ceil:
+    if not isinstance(ceil, Mapping) or not isinstance(ceil.get("single_answer"), Mapping):
         return []
-    context = ", ".join(text.format(ceil[k]) for k, text in
-                        (("users", "{} simulated users"), ("heterogeneity", "heterogeneity {}"))
-                        if isinstance(ceil.get(k), int | float))
-    lines = []
-    for metric, best, oracle in _ceiling_entries(ceil):
-        if isinstance(best, int | float) and isinstance(oracle, int | float):
-            where = f" on {metric}" if metric else ""
-            lines.append(f"- Best single answer for everyone scores {best:.4f} of the "
-                         f"oracle's {oracle:.4f}{where}"
-                         + (f" ({context})" if context else "") + ".")
-    return [*lines, ""] if lines else []
+    context = f"{ceil.get('users')} simulated users, heterogeneity {ceil.get('heterogeneity')}"
+    return [*(f"- Best single answer for everyone scores {best:.4f} of the oracle's "
+              f"{ceil['oracle'][metric]:.4f} on {metric} ({context})."
+              for metric, best in ceil["single_answer"].items()), ""]
 
 
 def statistics_lines(summary: Mapping, comp: Mapping | None = None) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from tasks.generators.user import Draw, Generator, same_shape
+from tasks.generators.user import Generator, preference_user
 
 _ACTORS = ("City council", "Local school board", "State university", "Regional hospital",
            "Water authority", "Transit agency", "County court", "Harbour police")
@@ -42,16 +42,7 @@ def answer(style: str, article: tuple[str, tuple[str, str, str], str]) -> str:
     return _STYLES[style](article[0], article[1])
 
 
-def headline_user(rng: random.Random, shared: str | None = None) -> Draw:
-    own = draw_preference(rng)
-    style = own if shared is None else shared
-
-    def sample(r: random.Random) -> tuple[str, str]:
-        article = draw_input(r)
-        return article[2], answer(style, article)
-
-    return sample
-
-
-GENERATOR = Generator("LaMP-4", same_shape("LaMP-4", headline_user), (),
-                      draw_preference, draw_preference, draw_input, answer)
+GENERATOR = Generator(
+    "LaMP-4", preference_user("LaMP-4", draw_preference, draw_input, answer,
+                              lambda article: article[2]),
+    (), draw_preference, draw_preference, draw_input, answer)

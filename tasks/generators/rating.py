@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from tasks.generators.user import Draw, Generator, same_shape
+from tasks.generators.user import Generator, preference_user
 
 _PRODUCTS = ("kettle", "backpack", "desk lamp", "phone case", "blender", "rain jacket",
              "office chair", "pair of headphones", "coffee grinder", "yoga mat")
@@ -32,16 +32,7 @@ def answer(bias: int, review: tuple[int, str]) -> str:
     return str(min(5, max(1, review[0] + bias)))
 
 
-def rating_user(rng: random.Random, shared: int | None = None) -> Draw:
-    own = draw_preference(rng)
-    bias = own if shared is None else shared
-
-    def sample(r: random.Random) -> tuple[str, str]:
-        review = draw_input(r)
-        return review[1], answer(bias, review)
-
-    return sample
-
-
-GENERATOR = Generator("LaMP-3", same_shape("LaMP-3", rating_user), ("1", "2", "3", "4", "5"),
-                      draw_preference, draw_preference, draw_input, answer)
+GENERATOR = Generator(
+    "LaMP-3", preference_user("LaMP-3", draw_preference, draw_input, answer,
+                              lambda review: review[1]),
+    ("1", "2", "3", "4", "5"), draw_preference, draw_preference, draw_input, answer)

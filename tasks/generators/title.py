@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from tasks.generators.user import Draw, Generator, same_shape
+from tasks.generators.user import Generator, preference_user
 
 _PROBLEMS = ("Traffic Forecasting", "Protein Folding", "Speech Recognition", "Fraud Detection",
              "Crop Yield Prediction", "Code Completion", "Image Segmentation", "Drug Discovery",
@@ -66,16 +66,7 @@ def answer(style: str, paper: tuple[str, str, tuple[str, str, str], str]) -> str
     return _TITLE_STYLES[style](paper[0], paper[1], paper[2])
 
 
-def title_user(rng: random.Random, shared: str | None = None) -> Draw:
-    own = draw_preference(rng)
-    style = own if shared is None else shared
-
-    def sample(r: random.Random) -> tuple[str, str]:
-        paper = draw_input(r)
-        return paper[3], answer(style, paper)
-
-    return sample
-
-
-GENERATOR = Generator("LaMP-5", same_shape("LaMP-5", title_user), (),
-                      draw_preference, draw_preference, draw_input, answer)
+GENERATOR = Generator(
+    "LaMP-5", preference_user("LaMP-5", draw_preference, draw_input, answer,
+                              lambda paper: paper[3]),
+    (), draw_preference, draw_preference, draw_input, answer)

@@ -51,3 +51,22 @@ def same_shape(lamp_name: str, make_sample: Callable[[random.Random, Any], Draw]
         return item, query
 
     return make_user
+
+
+def preference_user(lamp_name: str, draw_preference: Callable[[random.Random], Any],
+                    draw_input: Callable[[random.Random], Any],
+                    answer: Callable[[Any, Any], str], text: Callable[[Any], str]) -> MakeUser:
+    """A user whose every example is one input drawn alike for all users, answered by the
+    user's preference (rating, headline, title): `text(input)` is what the model reads."""
+
+    def make_sample(rng: random.Random, shared: Any = None) -> Draw:
+        own = draw_preference(rng)  # drawn even when shared: the rest of the stream stays put
+        preference = own if shared is None else shared
+
+        def sample(r: random.Random) -> tuple[str, str]:
+            x = draw_input(r)
+            return text(x), answer(preference, x)
+
+        return sample
+
+    return same_shape(lamp_name, make_sample)
