@@ -23,6 +23,9 @@ CONFIGS = APP_ROOT / "configs"
 DEFAULT_CONFIG = CONFIGS / "default.toml"
 
 
+MAX_PER_USER = 10_000  # benchmark examples or queries per user: more is a typo, not a study
+
+
 @dataclass
 class DataSettings:
     source: Literal["benchmark", "lamp"] = field(
@@ -43,8 +46,10 @@ class DataSettings:
         if self.source == "benchmark":
             check(self.benchmark in GENERATORS, "benchmark",
                   f"= '{self.benchmark}' is not one of {', '.join(GENERATORS)}")
-            check(self.profile_size >= 1, "profile_size", f"must be >= 1, got {self.profile_size}")
-            check(self.queries >= 1, "queries", f"must be >= 1, got {self.queries}")
+            check(1 <= self.profile_size <= MAX_PER_USER, "profile_size",
+                  f"must be in [1, {MAX_PER_USER}], got {self.profile_size}")
+            check(1 <= self.queries <= MAX_PER_USER, "queries",
+                  f"must be in [1, {MAX_PER_USER}], got {self.queries}")
             check(0 <= self.noise < 1, "noise", f"must be in [0, 1), got {self.noise}")
             check(0 <= self.heterogeneity <= 1, "heterogeneity",
                   f"must be in [0, 1], got {self.heterogeneity}")
@@ -65,8 +70,12 @@ class ExperimentSettings:
     def __post_init__(self) -> None:
         check(self.users >= 1, "users", f"must be >= 1, got {self.users}")
         check(self.sample >= 0, "sample", "must be >= 0")
+        check(bool(self.methods), "methods", f"is empty: name at least one of "
+                                             f"{', '.join(METHODS)}")
         for m in self.methods:
             check(m in METHODS, "methods", f"has '{m}'; known methods: {', '.join(METHODS)}")
+        check(len(set(self.methods)) == len(self.methods), "methods",
+              f"names a method twice: {self.methods}")
 
 
 @dataclass
@@ -89,6 +98,9 @@ class RuntimeSettings:
 
     def __post_init__(self) -> None:
         check(self.client_cpus > 0, "client_cpus", "must be > 0")
+        check(self.client_gpus >= 0, "client_gpus", f"must be >= 0, got {self.client_gpus}")
+        check(self.num_cpus >= 0, "num_cpus", f"must be >= 0 (0 = all cores), got "
+                                              f"{self.num_cpus}")
         check(self.timeout > 0, "timeout", "must be > 0")
         check(self.retries >= 0, "retries", f"must be >= 0, got {self.retries}")
         check(self.cohort >= 1, "cohort", f"must be >= 1, got {self.cohort}")

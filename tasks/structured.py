@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -91,8 +92,9 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
             raise ConfigError(f"{name} must be {hint.__name__}, got {value!r}") from err
         if hint is int and isinstance(value, float) and value != out:
             raise ConfigError(f"{name} must be an integer, got {value!r}")
-        if out != out:  # nan: every comparison is False, so unchecked fields would take it
-            raise ConfigError(f"{name} must be a number, got {value!r}")
+        if not math.isfinite(out):  # nan passes every unchecked comparison; inf trains
+            # adapters of inf (device.train.lr = inf): no setting here means either
+            raise ConfigError(f"{name} must be a finite number, got {value!r}")
         return out
     if hint is str:
         if not isinstance(value, str | int | float):

@@ -154,3 +154,33 @@ def test_a_config_reloads_from_its_dump_to_the_same_values_and_types(name, tmp_p
     dump_config(cfg, tmp_path / "config.toml")
     again = load_config(tmp_path / "config.toml")
     assert json.dumps(to_mapping(again)) == json.dumps(to_mapping(cfg))
+
+
+@pytest.mark.parametrize("override, field", [
+    ("device.train.lr=inf", "lr"), ("device.train.lr=nan", "lr"),
+    ("experiment.methods=[]", "methods"), ("experiment.methods=['cdcda','cdcda']", "methods"),
+    ("data.queries=10000000", "queries"), ("data.profile_size=20000", "profile_size"),
+    ("runtime.num_cpus=-1", "num_cpus"), ("runtime.client_gpus=-0.5", "client_gpus"),
+])
+def test_silent_nonsense_is_refused_naming_the_field(override, field):
+    with pytest.raises(ConfigError, match=field):
+        load_config(DEFAULT_CONFIG, [override])
+
+
+@pytest.mark.parametrize("override, says", [
+    ("runtime.client_cpus=4096", "runtime.client_cpus = 4096 but the local Ray has"),
+    ("runtime.client_gpus=1", "runtime.client_gpus = 1 but this machine has no CUDA GPU"),
+])
+def test_device_resources_the_machine_cannot_give_fail_before_ray(override, says, tmp_path,
+                                                                   capsys):
+    import torch
+
+    from simulation.cli import main
+
+    if "gpus" in override and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    out = tmp_path / "run"
+    assert main(["run", "--config", "configs/tiny.toml", "--out", str(out), "--set",
+                 override]) == 2
+    assert says in capsys.readouterr().err
+    assert not (out / "config.toml").exists()  # nothing claimed the folder

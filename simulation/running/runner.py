@@ -54,6 +54,22 @@ def _resolve_models(cfg: Config) -> None:
             raise ValueError(f"{option} = '{name}': {err}") from None
 
 
+def _check_local_resources(cfg: Config) -> None:
+    """A device must fit this machine's Ray, or Flower's engine fails with no option named."""
+    rt = cfg.runtime
+    cpus = rt.num_cpus or os.cpu_count() or 1
+    if rt.client_cpus > cpus:
+        raise ValueError(f"runtime.client_cpus = {rt.client_cpus:g} but the local Ray has "
+                         f"{cpus:g} CPUs (runtime.num_cpus, 0 = all cores): no device fits")
+    if rt.client_gpus > 0:
+        import torch
+
+        if torch.cuda.device_count() < min(rt.client_gpus, 1):
+            raise ValueError(f"runtime.client_gpus = {rt.client_gpus:g} but this machine has "
+                             "no CUDA GPU: set it to 0, or join a Ray cluster with GPUs "
+                             "(--ray-address)")
+
+
 def _quiet_model_loading(verbose: bool):
     """Hide transformers' per-load progress bars during the run (the cached base models
     load in seconds, between the method lines); returns the function that restores them."""
@@ -70,7 +86,9 @@ def run(cfg: Config, run_dir: Path, console=None, verbose: bool = False) -> dict
 
     Raises `Interrupted` on SIGINT/SIGTERM once Ray is down and the summary is rebuilt.
     """
-    cluster.resolve_address(cfg.runtime.ray_address)  # a wrong address fails first, at once
+    address = cluster.resolve_address(cfg.runtime.ray_address)  # a wrong one fails at once
+    if address is None:
+        _check_local_resources(cfg)
     import ray
     from flwr.simulation import run_simulation
 
