@@ -104,7 +104,8 @@ class Exchange:
     records_down: dict[str, int] = field(default_factory=dict)
     records_up: dict[str, int] = field(default_factory=dict)
     fields_up: dict[str, int] = field(default_factory=dict)  # seed fields that left, bytes
-    round: int = 0  # fedavg_lora's rounds: each one is traffic of its own
+    round: int = 0  # a FedAvg round: each one is traffic of its own
+    attempt: int = 0  # a retry within a run is traffic of its own too (0: not written)
 
     def to_json(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if v or k in ("down", "up")}
@@ -161,13 +162,16 @@ class Ledger:
 
 def charged(entries: Iterable[Mapping]) -> list[Mapping]:
     """The exchanges a run is charged for: every failed one, and the last successful one
-    per (method, kind, user, round): a repeat caused only by resuming is not traffic twice,
-    while each of fedavg_lora's rounds is."""
+    per (method, kind, user, round, attempt): a repeat caused only by resuming (a new
+    session starts again at attempt 0) is not traffic twice, while each FedAvg round is,
+    and so is a retry's re-sent request (cdcda's seeds go up again when the cloud failed
+    them the first time)."""
     entries = list(entries)
     last_ok: dict[tuple, int] = {}
     for i, e in enumerate(entries):
         if e.get("outcome", "ok") == "ok":
-            last_ok[(e["method"], e["kind"], e["user"], e.get("round", 0))] = i
+            key = (e["method"], e["kind"], e["user"], e.get("round", 0), e.get("attempt", 0))
+            last_ok[key] = i
     keep = set(last_ok.values())
     return [e for i, e in enumerate(entries) if e.get("outcome", "ok") != "ok" or i in keep]
 

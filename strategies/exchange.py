@@ -174,7 +174,7 @@ class DeviceExchange:
             for user in s.whom():
                 down, records_down = s.request.view_bytes(user)
                 self.ledger.record(Exchange(method, s.kind, user, "error", down, 0,
-                                            records_down, round=s.round))
+                                            records_down, round=s.round, attempt=attempt))
                 self._fail(method, user, "device_error", error_detail(reason), attempt,
                            failed, trace=reason[-2000:])
             return
@@ -197,7 +197,7 @@ class DeviceExchange:
         """One user's part of a reply: checked, charged, parsed and stored on its own."""
         down, records_down = s.request.view_bytes(view.user)
         entry = Exchange(method, s.kind, view.user, "ok", down, up[0], records_down, up[1],
-                         round=s.round)
+                         round=s.round, attempt=attempt)
         content = view.content
         if "error" in content:  # this user's work failed on the device; the others' did not
             entry.outcome = "error"
@@ -243,7 +243,7 @@ class DeviceExchange:
         for user in s.whom():
             down, records_down = s.request.view_bytes(user)
             self.ledger.record(Exchange(method, s.kind, user, "timeout", down, 0,
-                                        records_down, round=s.round))
+                                        records_down, round=s.round, attempt=attempt))
             self._fail(method, user, "timeout", detail, attempt, failed)
 
 

@@ -288,6 +288,11 @@ def test_a_user_whose_augmentation_failed_is_not_cached_nor_silently_trained(tmp
         stored = json.loads((tmp_path / "results" / "cdcda" / "u2.json").read_text())
         assert stored["augment-fallback"] == 1.0
     assert "augment-fallback" not in res.per_user["u1"]
+    # u2's seeds went up twice (the retry sends them again): both are charged
+    sent = [e for e in s.ledger.entries if e["kind"] == "query.seeds" and e["user"] == "u2"]
+    assert len(sent) == 2
+    charged = s.ledger.summary("cdcda", ["u2"])["by_kind"]["query.seeds"]
+    assert charged["messages"] == 2 and charged["up"] == sum(e["up"] for e in sent)
 
 
 def test_what_left_each_device_is_listed_by_field_and_bytes(tmp_path):
