@@ -184,3 +184,20 @@ def test_device_resources_the_machine_cannot_give_fail_before_ray(override, says
                  override]) == 2
     assert says in capsys.readouterr().err
     assert not (out / "config.toml").exists()  # nothing claimed the folder
+
+
+def test_a_second_run_on_the_same_out_is_refused_while_the_first_holds_it(tmp_path, capsys):
+    from filelock import FileLock
+
+    from simulation.cli import main
+    from simulation.running.runner import LOCK_FILE
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with FileLock(out / LOCK_FILE):  # the first run, still going
+        assert main(["run", "--config", "configs/tiny.toml", "--out", str(out)]) == 2
+        assert f"{out} is in use by another cdcda run" in capsys.readouterr().err
+        assert main(["sweep", "--config", "configs/tiny.toml", "--grid", "data.queries=1,2",
+                     "--out", str(out)]) == 2
+        assert "is in use by another cdcda sweep" in capsys.readouterr().err
+    assert not (out / "config.toml").exists() and not (out / "points").exists()

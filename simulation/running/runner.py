@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from simulation.config import Config, config_changes, dump_config, load_config
 from simulation.running import cluster, signals
@@ -52,6 +56,26 @@ def _resolve_models(cfg: Config) -> None:
             resolve_model_dir(name)
         except (ValueError, RuntimeError, OSError) as err:
             raise ValueError(f"{option} = '{name}': {err}") from None
+
+
+LOCK_FILE = ".run.lock"
+
+
+@contextlib.contextmanager
+def only_run(folder: Path, what: str = "run") -> Iterator[None]:
+    """Hold `folder`'s lock for the run: a second run on the same --out would train every
+    user again beside the first; it is refused instead, naming the folder."""
+    lock = FileLock(folder / LOCK_FILE)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise ValueError(f"{folder} is in use by another cdcda {what} (it holds "
+                         f"{folder / LOCK_FILE}): wait for it to end, or use another "
+                         "--out") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _check_local_resources(cfg: Config) -> None:
@@ -106,7 +130,7 @@ def run(cfg: Config, run_dir: Path, console=None, verbose: bool = False) -> dict
                 f"{run_dir} holds a run with another config ({'; '.join(changes[:5])}); "
                 f"use a new --out, or resume it with --config {previous}")
     run_dir.mkdir(parents=True, exist_ok=True)
-    with stop_on_signals(), run_log(run_dir, verbose):
+    with only_run(run_dir), stop_on_signals(), run_log(run_dir, verbose):
         # bad data and unknown models fail here, naming file, field or option, before Ray
         # starts and before config.toml claims the folder for this experiment
         prepare_data(cfg, run_dir)

@@ -101,8 +101,7 @@ def run_sweep(config: Path | None, overrides: list[str], grid_items: list[str], 
               console=None, verbose: bool = False) -> dict[str, str]:
     """Run every point not done yet, in order; returns each point's status (or why it
     failed). Raises `Interrupted` on SIGINT/SIGTERM once the current point is stored."""
-    from simulation.results.report import write_report
-    from simulation.running.runner import run
+    from simulation.running.runner import only_run
 
     grid, points = plan(config, overrides, grid_items, out)
     previous = load_stored(out / SWEEP_FILE)
@@ -110,7 +109,15 @@ def run_sweep(config: Path | None, overrides: list[str], grid_items: list[str], 
         log.warning("%s had another grid (%s): points outside the new one are kept but not "
                     "reported", out, previous.get("grid"))
     out.mkdir(parents=True, exist_ok=True)
-    write_plan(out, config, overrides, grid, points)
+    with only_run(out, "sweep"):
+        write_plan(out, config, overrides, grid, points)
+        return _run_points(points, console, verbose)
+
+
+def _run_points(points: list[Point], console, verbose: bool) -> dict[str, str]:
+    from simulation.results.report import write_report
+    from simulation.running.runner import run
+
     statuses: dict[str, str] = {}
     for i, point in enumerate(points, 1):
         shown = ", ".join(f"{k} = {v}" for k, v in point.values.items())
