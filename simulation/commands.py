@@ -12,6 +12,8 @@ import logging
 import time
 from pathlib import Path
 
+from rich.markup import escape
+
 from simulation.console import console
 
 # exit codes: 0 every method has results (failures, if any, are listed); 1 the run
@@ -24,7 +26,7 @@ def _print_summary(summary: dict, console) -> int:
     """The method table, the run's problems and warnings; returns the exit code."""
     from rich.table import Table
 
-    table = Table(title=f"{summary['task']}: {len(summary.get('users', []))} users")
+    table = Table(title=escape(f"{summary['task']}: {len(summary.get('users', []))} users"))
     table.add_column("method")
     first = next(iter(summary["methods"].values()), {"metrics": {}})["metrics"]
     names = [k for k in first if k in ("accuracy", "f1", "mae", "rmse", "rouge-1", "rouge-L")]
@@ -43,9 +45,9 @@ def _print_summary(summary: dict, console) -> int:
     if summary.get("scale"):
         console.print(_scale_line(summary["scale"]), soft_wrap=True)
     for w in summary.get("warnings", []):
-        console.print(f"[yellow]warning:[/yellow] {w}")
+        console.print(f"[yellow]warning:[/yellow] {escape(w)}")
     for p in summary.get("problems", []):
-        console.print(f"[red]problem:[/red] {p}")
+        console.print(f"[red]problem:[/red] {escape(p)}")
     return EXIT_FAILED if summary["status"] in ("failed", "incomplete") else 0
 
 
@@ -75,8 +77,8 @@ def run(args: argparse.Namespace) -> int:
         summary = run_experiment(cfg, out, console=console, verbose=args.verbose)
     except Interrupted as stop:
         console.print(f"[yellow]stopped by {stop}[/yellow]: finished users' results and "
-                      f"adapters are kept in {out}.\nresume with: cdcda run --out {out} "
-                      f"--config {out / 'config.toml'}")
+                      f"adapters are kept in {escape(str(out))}.\nresume with: cdcda run --out "
+                      f"{escape(str(out))} --config {escape(str(out / 'config.toml'))}")
         exit_if_stuck(stop.exit_code)
         return stop.exit_code
     code = _print_summary(summary, console)
@@ -84,13 +86,13 @@ def run(args: argparse.Namespace) -> int:
         from simulation.results.report import write_report
 
         try:
-            console.print(f"report: {write_report(out)}")
+            console.print(f"report: {escape(str(write_report(out)))}")
         except (ValueError, OSError) as err:  # the run's results stand; say what broke
-            console.print(f"[red]the report could not be written:[/red] {err}")
+            console.print(f"[red]the report could not be written:[/red] {escape(str(err))}")
             code = code or EXIT_FAILED
     verdict = {"ok": "done", "partial": "done, with failures"}.get(summary["status"], "FAILED")
     console.print(f"{verdict} in {time.perf_counter() - start:.0f} s; results in "
-                  f"{out / 'summary.json'}")
+                  f"{escape(str(out / 'summary.json'))}")
     print(json.dumps({"summary": str(out / "summary.json"), "status": summary["status"]}))
     return code
 
@@ -117,13 +119,13 @@ def report(args: argparse.Namespace) -> int:
         from simulation.results.sweep import write_sweep_report
 
         path = write_sweep_report(Path(args.dir).resolve())
-        console.print(f"sweep report in {path}")
+        console.print(f"sweep report in {escape(str(path))}")
         print(json.dumps({"report": str(path)}))
         return 0
     from simulation.results.report import write_report
 
     path = write_report(Path(args.dir).resolve())
-    console.print(f"report in {path}")
+    console.print(f"report in {escape(str(path))}")
     print(json.dumps({"report": str(path)}))
     return 0
 
@@ -142,22 +144,23 @@ def sweep(args: argparse.Namespace) -> int:
                              args.verbose)
     except Interrupted as stop:
         console.print(f"[yellow]stopped by {stop}[/yellow]: finished points and users are "
-                      f"kept in {out}.\nresume with the same command.")
+                      f"kept in {escape(str(out))}.\nresume with the same command.")
         exit_if_stuck(stop.exit_code)
         return stop.exit_code
     code = 0
     for name, status in statuses.items():
         if status not in ("ok", "partial"):
-            console.print(f"[red]point {name}:[/red] {status}")
+            console.print(f"[red]point {escape(name)}:[/red] {escape(status)}")
             code = EXIT_FAILED
     try:
-        console.print(f"sweep report: {write_sweep_report(out)}")
+        console.print(f"sweep report: {escape(str(write_sweep_report(out)))}")
     except (ValueError, OSError) as err:
-        console.print(f"[red]the sweep report could not be written:[/red] {err}")
+        console.print(f"[red]the sweep report could not be written:[/red] "
+                      f"{escape(str(err))}")
         code = code or EXIT_FAILED
     ok = sum(s in ("ok", "partial") for s in statuses.values())
-    console.print(f"{ok} of {len(statuses)} points done in "
-                  f"{time.perf_counter() - start:.0f} s; results in {out / 'sweep.md'}")
+    console.print(f"{ok} of {len(statuses)} points done in {time.perf_counter() - start:.0f} "
+                  f"s; results in {escape(str(out / 'sweep.md'))}")
     print(json.dumps({"sweep": str(out / "sweep.md"), "points": statuses}))
     return code
 

@@ -106,7 +106,7 @@ def official_score(task: Task, preds: Sequence[str], golds: Sequence[str],
             _report(task, values.count(None), len(values),
                     "are not finite numbers: scored as the rating farthest from the gold")
         errors = [abs((_worst(y) if v is None else v) - y) for v, y in zip(values, ys)]
-        return {"mae": math.fsum(errors) / len(errors), "rmse": _rms(errors)}
+        return {"mae": _mean(errors), "rmse": _rms(errors)}
     # LaMP averages with `evaluate`'s bootstrap aggregator; cdcda reports the plain mean.
     return metrics.rouge(preds, golds)
 
@@ -126,6 +126,14 @@ def _read_number(pred: str) -> float | None:
 
 def _worst(gold: float) -> float:
     return 1.0 if abs(1 - gold) > abs(5 - gold) else 5.0
+
+
+def _mean(errors: Sequence[float]) -> float:
+    """The mean, scaled so that wild finite predictions (1e308, -1e308) cannot overflow."""
+    top = max(errors)
+    if top == 0:
+        return 0.0
+    return top * (math.fsum(e / top for e in errors) / len(errors))
 
 
 def _rms(errors: Sequence[float]) -> float:

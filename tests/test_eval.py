@@ -84,6 +84,9 @@ def test_lamp3_mae_and_rmse_over_queries(tmp_path):
 def test_lamp3_wild_number_counts_as_is_without_overflow():
     scores = official_score(get_task("LaMP-3"), ["1e200", "3"], ["3", "3"])
     assert scores == pytest.approx({"mae": 1e200 / 2, "rmse": 1e200 / math.sqrt(2)})
+    # two errors near the largest float: their sum overflows, their mean does not
+    scores = official_score(get_task("LaMP-3"), ["1e308", "-1e308"], ["3", "4"])
+    assert scores == pytest.approx({"mae": 1e308, "rmse": 1e308})
 
 
 # --- generation -------------------------------------------------------------------------------
@@ -170,3 +173,20 @@ def test_run_files_are_as_readable_as_open_makes_them(tmp_path):
         os.umask(old)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
     assert (tmp_path / "adapters").stat().st_mode & 0o777 == 0o755
+
+
+def test_user_strings_with_markup_print_as_they_are():
+    from rich.console import Console
+
+    from simulation.commands import _print_summary
+
+    summary = {"task": "LaMP-2[/x]", "users": ["[/b]"], "status": "partial",
+               "methods": {"zero_shot": {"metrics": {"accuracy": 0.5}, "per_user": {"u": {}},
+                                         "failures": {"[/red]": "x"}, "status": "partial"}},
+               "communication": {}, "warnings": ["user [/b] failed: [bold]"],
+               "problems": ["[/i] closing tag with no opening"]}
+    console = Console(record=True, width=200)
+    assert _print_summary(summary, console) == 0
+    text = console.export_text()
+    assert "LaMP-2[/x]" in text and "user [/b] failed: [bold]" in text
+    assert "[/i] closing tag with no opening" in text
