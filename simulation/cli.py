@@ -159,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("flwr").setLevel(level)  # Flower logs its engine at DEBUG by default
     try:
         return args.fn(args)
+    except KeyboardInterrupt:  # Ctrl-C outside a run's own handling (e.g. writing a report)
+        console.print("[yellow]stopped by SIGINT[/yellow]: whatever was stored is kept; "
+                      "rerun the same command to resume")
+        return 130
     except (ValueError, OSError, RuntimeError) as err:
         logging.getLogger(__name__).debug("traceback", exc_info=True)  # shown with -v
         # soft_wrap: a long path stays one piece; escape: file data may hold "[/x]"

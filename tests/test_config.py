@@ -201,3 +201,32 @@ def test_a_second_run_on_the_same_out_is_refused_while_the_first_holds_it(tmp_pa
                      "--out", str(out)]) == 2
         assert "is in use by another cdcda sweep" in capsys.readouterr().err
     assert not (out / "config.toml").exists() and not (out / "points").exists()
+
+
+def test_sigterm_while_ray_starts_is_a_stop_said_so_not_a_silent_exit_15(tmp_path, capsys,
+                                                                         monkeypatch):
+    import ray
+
+    from simulation.cli import main
+
+    def init(**kwargs):  # what ray.init's own SIGTERM handler does mid-start
+        raise SystemExit(15)
+
+    monkeypatch.setattr(ray, "init", init)
+    out = tmp_path / "run"
+    assert main(["run", "--config", "configs/tiny.toml", "--out", str(out)]) == 143
+    err = capsys.readouterr().err
+    assert "stopped by SIGTERM" in err and "resume with: cdcda run --out" in err
+    assert (out / "summary.json").is_file()  # rebuilt from what is stored, as on any stop
+
+
+def test_ctrl_c_outside_a_run_exits_130_without_a_traceback(tmp_path, capsys, monkeypatch):
+    from simulation import commands
+    from simulation.cli import main
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(commands, "report", interrupted)
+    assert main(["report", str(tmp_path)]) == 130
+    assert "stopped by SIGINT" in capsys.readouterr().err

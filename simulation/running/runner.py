@@ -157,7 +157,13 @@ def _simulate(cfg: Config, run_dir: Path, console, verbose: bool, ray, run_simul
     watcher = None
     try:
         if not ray.is_initialized():
-            _start_ray(ray, cfg, address, env, verbose, run_dir)
+            try:
+                _start_ray(ray, cfg, address, env, verbose, run_dir)
+            except SystemExit as exit_:  # ray.init's own SIGTERM handler: sys.exit(15)
+                if exit_.code != 15:
+                    raise
+                STOP.set()
+                raise signals.Interrupted(15) from None  # stopped, said so, resumable
             signals.reinstall()  # ray.init takes SIGTERM over: Ctrl-C and SIGTERM are ours
         resources = {"num_cpus": cfg.runtime.client_cpus, "num_gpus": cfg.runtime.client_gpus}
         if console is not None:
