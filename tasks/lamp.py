@@ -130,6 +130,28 @@ def read_golds(
     return file_task, golds
 
 
+# LaMP's longest texts (LaMP-4 articles, LaMP-5 abstracts) are a few kB: a text 1,000 times
+# that is broken data, and held whole it is uploaded as a seed, tokenised by the cloud and
+# the device, and OOM-kills them (seen: a 50 MB profile item killed the driver).
+MAX_TEXT_BYTES = 1_000_000
+
+
+def _bounded(value, path: Path, item: str, field: str) -> None:
+    """A query or profile text must be valid Unicode (it is sent and tokenised as UTF-8: a
+    lone surrogate would fail every method on the device, blamed on it) and at most
+    MAX_TEXT_BYTES; named if not."""
+    if not isinstance(value, str):
+        return
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError as err:
+        raise LampFormatError(path, item, field, f"is not valid Unicode ({err.reason} at "
+                              f"character {err.start})") from None
+    if size > MAX_TEXT_BYTES:
+        raise LampFormatError(path, item, field, f"is {size:,} bytes: at most "
+                              f"{MAX_TEXT_BYTES:,} per text (a LaMP text is a few kB)")
+
+
 def load_lamp(
     questions: Path | str, outputs: Path | str | None = None, task: str | Task | None = None
 ) -> LampData:
@@ -166,6 +188,7 @@ def load_lamp(
         seen_questions.add(qid)
         if not isinstance(q.get("input"), str):
             raise LampFormatError(qpath, qid, "input", "missing or not a string")
+        _bounded(q["input"], qpath, qid, "input")
         profile = q.get("profile")
         if not isinstance(profile, list):
             raise LampFormatError(qpath, qid, "profile", "missing or not a list")
@@ -182,6 +205,7 @@ def load_lamp(
                 if not isinstance(item.get(fname), str | int | float):
                     raise LampFormatError(
                         qpath, iid, fname, f"missing in a {task.name} profile item")
+                _bounded(item[fname], qpath, iid, fname)
             if not isinstance(item.get("date", ""), str | int | float):
                 raise LampFormatError(qpath, iid, "date", "not a string (profiles sort on it)")
             if iid not in seen:

@@ -86,3 +86,24 @@ def test_outputs_file_of_another_task_is_refused(tmp_path):
     (tmp_path / "o.json").write_text(json.dumps({"task": "LaMP_2", "golds": []}))
     with pytest.raises(LampFormatError, match="field 'task': is LaMP_2, expected LaMP_3"):
         load_lamp(tmp_path / "q.json", tmp_path / "o.json", task="LaMP-3")
+
+
+@pytest.mark.parametrize("where", ["input", "profile"])
+@pytest.mark.parametrize("text, says", [
+    ("x" * 1_000_001, "is 1,000,001 bytes: at most 1,000,000 per text"),
+    ("caf\ud800", "is not valid Unicode (surrogates not allowed at character 3)"),
+])
+def test_a_text_too_large_or_not_unicode_is_refused_at_load_naming_item_and_field(
+        tmp_path, where, text, says):
+    question = {"id": "q1", "input": "Which tag? x", "profile": [
+        {"id": "p1", "description": "a film", "tag": "comedy"}]}
+    if where == "input":
+        question["input"] = text
+    else:
+        question["profile"][0]["description"] = text
+    path = tmp_path / "dev_questions.json"
+    path.write_text(json.dumps([question]))
+    with pytest.raises(LampFormatError) as err:
+        load_lamp(path, task="LaMP-2")
+    field = "input" if where == "input" else "description"
+    assert says in str(err.value) and field in str(err.value) and str(path) in str(err.value)
