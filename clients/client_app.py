@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
 from collections.abc import Callable
 
@@ -46,6 +47,16 @@ def _cohort(context: Context, req: Request) -> tuple[Task, list[UserData]]:
     return data.task, [data.users[u] for u in ids[pid * k:(pid + 1) * k]]
 
 
+def die_like_an_oom_kill(user: str) -> None:
+    """faults.device.die: end this worker process at once, as the kernel's OOM killer
+    does (no exception, no reply). Only in a Ray actor: never the driver or a test."""
+    import ray
+
+    if ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None:
+        log.warning("injected death of the worker serving %s", user)
+        os._exit(137)
+
+
 def handler(fn: Handler) -> Callable[[Message, Context], Message]:
     """Every handler's common start and end: read the request, say the work has started
     (the server's timeout counts from here), find the users, play any injected faults
@@ -73,6 +84,8 @@ def handler(fn: Handler) -> Callable[[Message, Context], Message]:
             hang |= fault == "hang"
             if fault == "garbage":
                 garbage[uid] = variant
+            if fault == "die":
+                die_like_an_oom_kill(uid)
         if hang:  # one sleep times the whole message out: the cohort shares a device
             log.debug("injected hang of node %s for %.1f s", context.node_id,
                       req.faults.hang_seconds)

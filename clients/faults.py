@@ -1,4 +1,5 @@
-"""Injected device faults (`[faults.device]`): crashes, hangs and garbage replies, seeded.
+"""Injected device faults (`[faults.device]`): crashes, hangs, garbage replies and dead
+worker processes, seeded.
 
 Each decision is a pure function of (seed, method, message kind, user, attempt), so a run
 is reproducible and a retry draws again: a device that crashed may succeed next attempt.
@@ -13,7 +14,7 @@ from typing import Literal
 
 from tasks.structured import check
 
-Fault = Literal["crash", "hang", "garbage"]
+Fault = Literal["crash", "hang", "garbage", "die"]
 GARBAGE = ("no_meta", "nan_metric", "arrays", "wrong_user", "bad_seeds")
 
 
@@ -31,18 +32,21 @@ class DeviceFaults:
                 "another user's id, unreadable seeds)"})
     hang_seconds: float = field(default=0.0, metadata={
         "help": "how long a hung device sleeps; 0 = 1.5 x runtime.timeout"})
+    die: float = field(default=0.0, metadata={
+        "help": "share whose worker process dies outright, as an OOM kill does (in a Ray "
+                "worker only)"})
 
     def __post_init__(self) -> None:
-        for name in ("crash", "hang", "garbage"):
+        for name in ("crash", "hang", "garbage", "die"):
             v = getattr(self, name)
             check(0 <= v <= 1, name, f"must be a share in [0, 1], got {v}")
-        check(self.crash + self.hang + self.garbage <= 1, "crash",
-              "crash + hang + garbage must be <= 1")
+        check(self.crash + self.hang + self.garbage + self.die <= 1, "crash",
+              "crash + hang + garbage + die must be <= 1")
         check(self.hang_seconds >= 0, "hang_seconds", "must be >= 0")
 
     @property
     def active(self) -> bool:
-        return self.crash + self.hang + self.garbage > 0
+        return self.crash + self.hang + self.garbage + self.die > 0
 
 
 def _rng(seed: int, *key: object) -> random.Random:
@@ -64,4 +68,6 @@ def draw(faults: DeviceFaults, seed: int, method: str, kind: str, user: str,
     if u < faults.crash + faults.hang + faults.garbage:
         variants = [g for g in GARBAGE if g != "bad_seeds" or kind == "query.seeds"]
         return "garbage", rng.choice(variants)
+    if u < faults.crash + faults.hang + faults.garbage + faults.die:
+        return "die", ""
     return None, ""

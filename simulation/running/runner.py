@@ -170,9 +170,10 @@ def _simulate(cfg: Config, run_dir: Path, console, verbose: bool, ray, run_simul
             watcher = threading.Thread(target=_watch, args=(run_dir, cfg, console, stop),
                                        daemon=True)
             watcher.start()
-        from simulation.running.engine import install
+        from simulation.running import actors, engine
 
-        install()  # Flower's message dispatcher in one scan per pass (simulation/engine.py)
+        engine.install()  # Flower's message dispatcher in one scan per pass
+        actors.install()  # a dead device worker is restarted, not left in the pool
         with signals.engine_running(local_ray=address is None):
             run_simulation(server_app=server_app, client_app=client_app,
                            num_supernodes=math.ceil(cfg.experiment.users / cfg.runtime.cohort),

@@ -1,0 +1,45 @@
+"""Flower's pool of device workers, made to outlive a dead worker.
+
+Flower's simulation engine (flwr 1.41) creates a fixed pool of `ClientAppActor`s and puts
+an actor back into the pool after every message, dead or alive: once one worker process
+is killed (an OOM kill, a SIGKILL), every later message sent to that actor fails ("The
+actor is dead because its worker process has died"), so users that did nothing wrong fail
+in every later method. `install()` makes the pool create its actors with Ray's own
+`max_restarts`: Ray starts a fresh worker in place of a dead one, the message in flight on
+it fails (and is retried by the strategy, `runtime.retries`), and the rest go on.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import version
+
+from flwr.simulation.ray_transport.ray_actor import BasicActorPool
+
+log = logging.getLogger(__name__)
+
+FLOWER = "1.41."  # the version whose actor pool this wraps
+MAX_RESTARTS = 1000  # per actor: a worker that dies at every start must not loop forever
+# a message sent while its actor restarts waits for it (Ray retries it once); the message
+# whose worker died is tried once more too, then fails to the strategy, which retries it
+TASK_RETRIES = 1
+_flower_init = BasicActorPool.__init__
+
+
+def _init(self, actor_type, client_resources, actor_kwargs) -> None:
+    _flower_init(self, actor_type, client_resources, actor_kwargs)
+    kwargs = actor_kwargs or {}
+    self.create_actor_fn = lambda: actor_type.options(  # Flower's, plus Ray's restarts
+        **client_resources, max_restarts=MAX_RESTARTS,
+        max_task_retries=TASK_RETRIES).remote(**kwargs)
+
+
+def install() -> bool:
+    """Restartable device workers for the pools created from now on (idempotent); False,
+    and Flower's own pool, on a Flower version it was not written for."""
+    have = version("flwr")
+    if not have.startswith(FLOWER) or not hasattr(BasicActorPool, "add_actors_to_pool"):
+        log.debug("flwr %s: keeping Flower's own actor pool", have)
+        return False
+    BasicActorPool.__init__ = _init
+    return True
