@@ -41,3 +41,23 @@ def test_dead_workers_are_replaced_and_cost_only_their_own_users(tmp_path):
     assert [f for f in failures if f not in drawn and f not in setup] == []
     assert code == 0 and summary["status"] == "ok"
     assert all(len(m["per_user"]) == 4 for m in summary["methods"].values())
+
+
+def test_a_run_ends_though_a_device_works_on_past_its_timeout(tmp_path):
+    """A device hangs for 300 s, far past runtime.timeout: the strategy gives up on it, and
+    the run ends instead of waiting for it (a liveness bound, not a speed goal)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "simulation.cli", "run", "--config", "configs/tiny.toml",
+           "--out", str(out), "--set", "experiment.methods=['zero_shot']",
+           "--set", "runtime.timeout=30", "--set", "runtime.retries=0",
+           "--set", "faults.seed=7", "--set", "faults.device.hang=0.3",
+           "--set", "faults.device.hang_seconds=300"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "partial"
+    assert summary["methods"]["zero_shot"]["failures"]["u1"].startswith("timeout")
+    assert "still working past runtime.timeout were stopped" in (out / "run.log").read_text()

@@ -12,6 +12,7 @@ it fails (and is retried by the strategy, `runtime.retries`), and the rest go on
 from __future__ import annotations
 
 import logging
+import weakref
 from importlib.metadata import version
 
 from flwr.simulation.ray_transport.ray_actor import BasicActorPool
@@ -24,10 +25,12 @@ MAX_RESTARTS = 1000  # per actor: a worker that dies at every start must not loo
 # whose worker died is tried once more too, then fails to the strategy, which retries it
 TASK_RETRIES = 1
 _flower_init = BasicActorPool.__init__
+_POOLS: weakref.WeakSet = weakref.WeakSet()  # this process's engines' pools
 
 
 def _init(self, actor_type, client_resources, actor_kwargs) -> None:
     _flower_init(self, actor_type, client_resources, actor_kwargs)
+    _POOLS.add(self)
     kwargs = actor_kwargs or {}
     self.create_actor_fn = lambda: actor_type.options(  # Flower's, plus Ray's restarts
         **client_resources, max_restarts=MAX_RESTARTS,
@@ -43,3 +46,28 @@ def install() -> bool:
         return False
     BasicActorPool.__init__ = _init
     return True
+
+
+def stop_busy() -> int:
+    """Kill, for good, the device workers still working on a message: once the experiment
+    is over, that is work the strategy gave up on (past `runtime.timeout`), and Flower's
+    engine would wait for it before the process can end. Returns how many."""
+    import ray
+
+    stopped = 0
+    for pool in list(_POOLS):
+        for _ in range(3):  # engine threads add and remove futures as we read
+            try:
+                busy = list(pool._future_to_actor.values())
+                break
+            except RuntimeError:
+                continue
+        else:
+            busy = []
+        for actor in busy:
+            try:
+                ray.kill(actor, no_restart=True)
+                stopped += 1
+            except Exception as err:  # noqa: BLE001 - already dead, or Ray shutting down
+                log.debug("could not stop a device worker: %s", err)
+    return stopped
