@@ -6,6 +6,7 @@ This module only parses and dispatches: what each command does is in simulation/
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from pathlib import Path
@@ -16,6 +17,8 @@ from rich.markup import escape
 from simulation import commands
 from simulation.console import console, describe
 from simulation.running.logs import OUR_PACKAGES, ConsoleFilter
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # the run failed for room, not for its input
 
 
 def _data(sub: argparse._SubParsersAction) -> None:
@@ -163,7 +166,16 @@ def main(argv: list[str] | None = None) -> int:
         console.print("[yellow]stopped by SIGINT[/yellow]: whatever was stored is kept; "
                       "rerun the same command to resume")
         return 130
-    except (ValueError, OSError, RuntimeError) as err:
+    except OSError as err:
+        logging.getLogger(__name__).debug("traceback", exc_info=True)  # shown with -v
+        if err.errno in DISK_FULL:  # not bad input: the machine ran out of room
+            console.print(f"[red]error:[/red] {escape(describe(err))}: what was stored is "
+                          "kept; free space and rerun the same command to resume",
+                          soft_wrap=True)
+            return 1
+        console.print(f"[red]error:[/red] {escape(describe(err))}", soft_wrap=True)
+        return 2
+    except (ValueError, RuntimeError) as err:
         logging.getLogger(__name__).debug("traceback", exc_info=True)  # shown with -v
         # soft_wrap: a long path stays one piece; escape: file data may hold "[/x]"
         console.print(f"[red]error:[/red] {escape(describe(err))}", soft_wrap=True)

@@ -24,6 +24,8 @@ from pathlib import Path
 from flwr.app import ConfigRecord, RecordDict
 from flwr.common.serde import recorddict_to_proto
 
+from tasks.files import append_line
+
 log = logging.getLogger(__name__)
 
 LEDGER_FILE = "ledger.jsonl"
@@ -152,9 +154,7 @@ class Ledger:
         entry = exchange.to_json()
         self.entries.append(entry)
         if self.path is not None:  # one line, flushed: a kill loses at most this line
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a") as f:
-                f.write(json.dumps(entry) + "\n")
+            append_line(self.path, json.dumps(entry) + "\n")
 
     def summary(self, method: str, users: Iterable[str] | None = None) -> dict:
         return summarise(self.entries, method, users)

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from strategies.accounting import read_jsonl
+from tasks.files import append_line
 
 FAILURES_FILE = "failures.jsonl"
 KINDS = ("device_error", "timeout", "arrays", "bad_reply", "cloud_error", "no_seeds")
@@ -29,6 +30,4 @@ class FailureLog:
                  "attempt": attempt, **extra}
         self.entries.append(entry)
         if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a") as f:
-                f.write(json.dumps(entry) + "\n")
+            append_line(self.path, json.dumps(entry) + "\n")

@@ -49,10 +49,31 @@ def write_text(path: Path | str, text: str) -> Path:
             f.write(text)
         os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise named(err, path) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def named(err: OSError, path: Path | str) -> OSError:
+    """The error with the path it concerns (a failed write names none: 'No space left on
+    device' alone says not where)."""
+    if err.filename is not None:
+        return err
+    return type(err)(err.errno, err.strerror or str(err), str(path))
+
+
+def append_line(path: Path, line: str) -> None:
+    """One line appended and flushed (a kill loses at most this line); errors name path."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as f:
+            f.write(line)
+    except OSError as err:
+        raise named(err, path) from err
 
 
 @contextlib.contextmanager

@@ -230,3 +230,46 @@ def test_ctrl_c_outside_a_run_exits_130_without_a_traceback(tmp_path, capsys, mo
     monkeypatch.setattr(commands, "report", interrupted)
     assert main(["report", str(tmp_path)]) == 130
     assert "stopped by SIGINT" in capsys.readouterr().err
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 64 kB filesystem (tmpfs), to fill; skipped where this machine may not mount."""
+    import subprocess
+
+    where = tmp_path / "small"
+    where.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where)],
+                             capture_output=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode()[:100]}")
+    yield where
+    subprocess.run(["umount", str(where)], check=False)
+
+
+def test_a_full_disk_names_the_file_and_is_not_called_bad_input(full_disk, capsys):
+    from simulation.cli import main
+
+    out = full_disk / "bench"
+    assert main(["data", "make", "--task", "tweet", "--users", "500", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and str(out) in err and "free space" in err
+    assert "Logging error" not in err
+
+
+def test_run_log_that_cannot_be_written_says_so_once(tmp_path, capsys):
+    import logging
+
+    from clients.worker_log import RunLogHandler
+
+    handler = RunLogHandler(tmp_path / "run.log")
+    handler.stream.close()  # every write fails from here on, as on a full disk
+    log = logging.getLogger("test_run_log_quiet")
+    log.addHandler(handler)
+    try:
+        for _ in range(5):
+            log.warning("a line")
+    finally:
+        log.removeHandler(handler)
+    err = capsys.readouterr().err
+    assert err.count("cannot be written") == 1 and "Logging error" not in err

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-from clients.worker_log import OUR_PACKAGES
+from clients.worker_log import OUR_PACKAGES, RunLogHandler
 from tasks.files import LOG_FILE
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -40,7 +40,7 @@ def run_log(run_dir: Path, verbose: bool = False) -> Iterator[Path]:
     lines would otherwise reach the terminal around our filter) and put back after.
     """
     path = Path(run_dir) / LOG_FILE
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = RunLogHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter(_FORMAT))
     root = logging.getLogger()
     root.addHandler(handler)
