@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -24,6 +24,7 @@ from server.settings import CloudSettings
 log = logging.getLogger(__name__)
 
 STOP = "\n\n"
+STOP_POLL = 0.2  # seconds between looks at should_stop while HTTP requests are out
 
 
 @dataclass(frozen=True)
@@ -175,11 +176,12 @@ class EmbeddedLLM:
 class OpenAILLM:
     """Any OpenAI-compatible endpoint; the API key is read from an environment variable."""
 
-    def __init__(self, settings: CloudSettings):
+    def __init__(self, settings: CloudSettings, should_stop: Callable[[], bool] = lambda: False):
         from openai import OpenAI
 
         o = settings.openai
         self.settings = settings
+        self.should_stop = should_stop
         self.name = f"openai:{o.model}"
         key = os.environ.get(o.api_key_env) or "not-needed"  # local servers take any key
         self.client = OpenAI(base_url=o.base_url, api_key=key, timeout=o.timeout,
@@ -202,6 +204,8 @@ class OpenAILLM:
             )
             return _cut(r.choices[0].message.content or "")
         except Exception as err:  # counted by cause: the run goes on with what it has
+            if self.should_stop():  # a request the stop abandoned: not the cloud's failure
+                return CloudError("stopped")
             self.failures += 1
             cause = error_cause(err)
             log.warning("cloud request failed after %d retries: %s", o.max_retries, cause)
@@ -209,10 +213,22 @@ class OpenAILLM:
 
     def complete(self, prompts: Sequence[str], seed: int, greedy: bool = False,
                  max_new_tokens: int | None = None) -> list[Completion]:
+        """Every prompt's completion, `concurrency` requests at a time. A stop (SIGINT,
+        SIGTERM) is seen within STOP_POLL seconds: requests not answered yet come back as
+        CloudError("stopped") at once, not after the endpoint's slowest answer."""
         start = time.perf_counter()
-        with ThreadPoolExecutor(self.settings.openai.concurrency) as pool:
-            out = list(pool.map(lambda ip: self._one(ip[1], seed + ip[0], greedy,
-                                                     max_new_tokens), enumerate(prompts)))
+        out: list[Completion] = [CloudError("stopped")] * len(prompts)
+        pool = ThreadPoolExecutor(self.settings.openai.concurrency)
+        futures = {pool.submit(self._one, p, seed + i, greedy, max_new_tokens): i
+                   for i, p in enumerate(prompts)}
+        pending = set(futures)
+        try:
+            while pending and not self.should_stop():
+                done, pending = wait(pending, timeout=STOP_POLL, return_when=FIRST_COMPLETED)
+                for f in done:
+                    out[futures[f]] = f.result()
+        finally:  # on a stop, requests in flight finish in their threads, unread
+            pool.shutdown(wait=not pending, cancel_futures=True)
         log.debug("%d completions in %.1f s", len(prompts), time.perf_counter() - start)
         return out
 
@@ -220,5 +236,5 @@ class OpenAILLM:
 def make_backend(settings: CloudSettings, should_stop: Callable[[], bool] = lambda: False
                  ) -> CloudLLM:
     if settings.backend == "openai":
-        return OpenAILLM(settings)
+        return OpenAILLM(settings, should_stop)
     return EmbeddedLLM(settings, should_stop)

@@ -3,6 +3,7 @@
 import json
 import logging
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -14,9 +15,10 @@ SECRET = "sk-test-secret-123"
 
 
 class Endpoint:
-    def __init__(self, fail_first: int = 0):
+    def __init__(self, fail_first: int = 0, delay: float = 0.0):
         self.requests = []
         self.fail_first = fail_first
+        self.delay = delay
         parent = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -26,6 +28,7 @@ class Endpoint:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 parent.requests.append((self.path, self.headers.get("Authorization"), body))
+                time.sleep(parent.delay)
                 if parent.fail_first > 0:
                     parent.fail_first -= 1
                     self.send_response(503)
@@ -102,5 +105,21 @@ def test_endpoint_down_is_counted_not_fatal():
         llm = OpenAILLM(_settings(ep.url, retries=0))
         assert llm.complete(["a", "b"], seed=0) == [CloudError("http_503")] * 2
         assert llm.failures == 2
+    finally:
+        ep.close()
+
+
+def test_a_stop_ends_the_wait_on_a_slow_endpoint_at_once():
+    """SIGINT while 20 s requests are out: the backend returns within a poll, each
+    unanswered prompt a CloudError("stopped"), instead of waiting for the endpoint."""
+    ep = Endpoint(delay=20.0)
+    try:
+        stop = threading.Event()
+        llm = OpenAILLM(_settings(ep.url, retries=0), should_stop=stop.is_set)
+        threading.Timer(0.5, stop.set).start()
+        start = time.perf_counter()
+        out = llm.complete(["a", "b", "c", "d", "e", "f"], seed=0)
+        assert time.perf_counter() - start < 10  # a liveness bound: the requests take 20 s
+        assert out == [CloudError("stopped")] * 6 and llm.failures == 0
     finally:
         ep.close()

@@ -68,6 +68,8 @@ def synthesise(s: Coordinator, grid: Grid, method: str, users: list[str], attemp
         write_json(s.run_dir / "synthetic" / f"{user}.json",
                    {"seeds": seeds[user], "items": kept, "counts": counts[user]})
         synthetic[user] = kept
+    if s.should_stop():  # requests the stop cut short are not the cloud's failures
+        raise RunStopped(f"stopped during augmentation ({len(items)} users augmented)")
     fallback = set()
     for user, causes in errors.items():
         s.cloud_failed(method, user, "augmentation", causes, attempt, failed)

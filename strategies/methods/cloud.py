@@ -9,6 +9,7 @@ import json
 from flwr.app import ConfigRecord
 from flwr.serverapp import Grid
 
+from strategies.exchange import RunStopped
 from strategies.methods.base import Coordinator, Method, MethodResult, metrics_of
 from strategies.replies import Items, View
 
@@ -32,6 +33,8 @@ def run(s: Coordinator, grid: Grid, method: str, users: list[str], attempt: int,
     asked = sorted(prompts)
     flat = [p for u in asked for p in prompts[u]]
     answers = s.services.answer(flat) if flat else []
+    if s.should_stop():  # answers the stop cut short are not the cloud's failures
+        raise RunStopped("stopped while the cloud answered")
     by_user: dict[str, list] = {}
     i = 0
     for u in asked:
