@@ -30,8 +30,10 @@ def from_mapping(cls: type[T], data: Mapping[str, Any] | None, where: str = "") 
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields), key=str)  # keys need not be str (JSON, Python)
     if unknown:
+        key = unknown[0]  # a key with a newline or a control character is shown quoted:
+        key = key if isinstance(key, str) and key.isprintable() else repr(key)  # one line
         raise ConfigError(
-            f"unknown option {where}{unknown[0]!s}; known options of "
+            f"unknown option {where}{key}; known options of "
             f"[{where.rstrip('.') or 'top level'}]: {', '.join(sorted(fields))}"
         )
     kwargs = {}

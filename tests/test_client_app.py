@@ -203,7 +203,7 @@ def test_a_cohort_trains_through_the_cohort_entry_point_and_its_error_is_everyon
     calls = []
 
     def train_users(rt, task, users, synthetic, settings, method, run_dir, run_seed,
-                    adapters=None):
+                    adapters=None, init_state=None):
         calls.append(([u.user_id for u in users], synthetic))
         if len(calls) == 2:
             raise RuntimeError("out of memory")

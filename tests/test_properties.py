@@ -412,6 +412,7 @@ def test_from_mapping_builds_a_typed_config_or_names_the_bad_field(data):
     ({"device": {"lora": {"target_modules": [{}]}}}, "device.lora.target_modules[0] must be"),
     ({"experiment": {"methods": [["cdcda"]]}}, "experiment.methods[0] must be a string"),
     ({1: 2, "experiment": {}}, "unknown option 1; known options of [top level]"),
+    ({"runtime": {"\n": 1}}, "unknown option runtime.'\\n'; known options of [runtime]"),
     ([("experiment", {})], "[top level] must be a table"),
     ({"device": {"lora": "rank=2"}}, "device.lora must be a table"),
 ])

@@ -37,14 +37,27 @@ def _init(self, actor_type, client_resources, actor_kwargs) -> None:
         max_task_retries=TASK_RETRIES).remote(**kwargs)
 
 
+def _terminate_all(self) -> None:
+    """Flower asks each idle actor to exit itself (`exit_actor()`), which a restartable
+    actor's task retry reports as a failure on stdout; end them through Ray instead."""
+    import ray
+
+    for actor in list(self.pool):
+        try:
+            ray.kill(actor, no_restart=True)
+        except Exception as err:  # noqa: BLE001 - already dead, or Ray shutting down
+            log.debug("could not stop a device worker: %s", err)
+
+
 def install() -> bool:
     """Restartable device workers for the pools created from now on (idempotent); False,
     and Flower's own pool, on a Flower version it was not written for."""
     have = version("flwr")
-    if not have.startswith(FLOWER) or not hasattr(BasicActorPool, "add_actors_to_pool"):
+    if not have.startswith(FLOWER) or not hasattr(BasicActorPool, "terminate_all_actors"):
         log.debug("flwr %s: keeping Flower's own actor pool", have)
         return False
     BasicActorPool.__init__ = _init
+    BasicActorPool.terminate_all_actors = _terminate_all
     return True
 
 
