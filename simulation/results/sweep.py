@@ -111,6 +111,7 @@ def _markdown(plan: Mapping, points: list[dict], rows_: list[dict], plots: list)
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
         lines.append("")
         lines += _winners(points, rows_, keys, k) + [""]
+        lines += _paired(points, keys, k)
     lines += _verdicts(points, keys)
     lines += ["## Plots", ""] + [f"![{t}]({PLOT_DIR}/{f})" if f else f"- {t}" for t, f in plots]
     return lines
@@ -136,6 +137,28 @@ def _winners(points: list[dict], rows_: list[dict], keys: list[str], k: str) -> 
                    + (f"its interval overlaps {', '.join(close)}'s" if close else
                       "no other method's interval overlaps it"))
     return out
+
+
+def _paired(points: list[dict], keys: list[str], k: str) -> list[str]:
+    """The reference method minus each other method, per user, at each point: the mean
+    difference and its 95% paired bootstrap interval (simulation/results/stats)."""
+    done = [p for p in points if p["summary"]]
+    comps = [summary_comparisons(p["summary"]) for p in done]
+    if not comps:
+        return []
+    ref = comps[0]["reference"]
+    others = list(dict.fromkeys(o for c in comps for o in c["paired"]))
+    lines = [f"{ref} minus each method, per user ({k}): mean difference [95% paired "
+             "bootstrap CI]", "", "| vs | " + " | ".join(_point(p, keys) for p in done) + " |",
+             "|---|" + "---|" * len(done)]
+    for other in others:
+        cells = []
+        for c in comps:
+            d = c["paired"].get(other, {}).get(k)
+            cells.append("—" if not d or d.get("mean_diff") is None else
+                         f"{d['mean_diff']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]")
+        lines.append(f"| {other} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def _verdicts(points: list[dict], keys: list[str]) -> list[str]:

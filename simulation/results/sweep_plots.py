@@ -41,7 +41,7 @@ def plot_against_value(folder: Path, rows: list[dict], keys: list[str]) -> list[
     panels = list(itertools.product(*[list(dict.fromkeys(r[k] for r in rows)) for k in rest]))
     out = []
     for k in _metrics(rows):
-        fig = Figure(figsize=(1.5 + 4.2 * len(panels), 4.2), layout="constrained")
+        fig = Figure(figsize=(2.8 + 4.2 * len(panels), 4.2), layout="constrained")
         axes = fig.subplots(1, len(panels), squeeze=False)[0]
         for ax, panel in zip(axes, panels):
             where = dict(zip(rest, panel))
@@ -62,7 +62,8 @@ def plot_against_value(folder: Path, rows: list[dict], keys: list[str]) -> list[
             ax.set_ylabel(f"{k} (mean over users, 95% CI)")
             ax.set_title(", ".join(f"{q} = {v}" for q, v in where.items()) or k)
             ax.grid(alpha=0.3)
-        axes[-1].legend(fontsize=8, loc="best")
+        fig.legend(*axes[-1].get_legend_handles_labels(), fontsize=8,
+                   loc="outside right upper")  # beside the panels, never over a line
         out.append((f"{k} against {x_key}", _save(fig, folder, f"{_safe(k)}-by-value.png")))
     return out
 
@@ -75,7 +76,7 @@ def plot_against_bytes(folder: Path, rows: list[dict], keys: list[str]) -> list[
     style = _style(methods)
     out = []
     for k in _metrics(rows):
-        fig = Figure(figsize=(6.4, 4.4), layout="constrained")
+        fig = Figure(figsize=(7.6, 4.4), layout="constrained")
         ax = fig.subplots()
         for m in methods:
             pts = [r for r in rows if r["method"] == m and r[k] is not None]
@@ -88,7 +89,7 @@ def plot_against_bytes(folder: Path, rows: list[dict], keys: list[str]) -> list[
         ax.set_ylabel(f"{k} (mean, 95% CI)")
         ax.set_title(f"{k} against communication, every point of {', '.join(keys)}")
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8, loc="best")
+        fig.legend(*ax.get_legend_handles_labels(), fontsize=8, loc="outside right upper")
         out.append((f"{k} against bytes per user", _save(fig, folder, f"{_safe(k)}-bytes.png")))
     return out
 
