@@ -1,6 +1,7 @@
 """The experiment config: TOML + overrides, and errors that name the field and file."""
 
 import json
+import os
 
 import pytest
 
@@ -187,16 +188,19 @@ def test_device_resources_the_machine_cannot_give_fail_before_ray(override, says
 
 
 def test_a_second_run_on_the_same_out_is_refused_while_the_first_holds_it(tmp_path, capsys):
-    from filelock import FileLock
+    import os
+    import socket
 
     from simulation.cli import main
-    from simulation.running.runner import LOCK_FILE
+    from simulation.running.runner import only_run
 
     out = tmp_path / "run"
     out.mkdir()
-    with FileLock(out / LOCK_FILE):  # the first run, still going
+    with only_run(out):  # the first run, still going
         assert main(["run", "--config", "configs/tiny.toml", "--out", str(out)]) == 2
-        assert f"{out} is in use by another cdcda run" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert f"{out} is in use by another cdcda run" in err
+        assert f"pid {os.getpid()} on {socket.gethostname()}" in err
         assert main(["sweep", "--config", "configs/tiny.toml", "--grid", "data.queries=1,2",
                      "--out", str(out)]) == 2
         assert "is in use by another cdcda sweep" in capsys.readouterr().err
@@ -273,3 +277,60 @@ def test_run_log_that_cannot_be_written_says_so_once(tmp_path, capsys):
         log.removeHandler(handler)
     err = capsys.readouterr().err
     assert err.count("cannot be written") == 1 and "Logging error" not in err
+
+
+def test_a_killed_runs_lock_is_taken_over(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from simulation.running.runner import only_run
+
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; "
+        "from simulation.running.runner import only_run\n"
+        "with only_run(Path(sys.argv[1])):\n print('held', flush=True); time.sleep(60)"),
+        str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(ValueError, match="in use by another cdcda run"):
+        with only_run(tmp_path):
+            pass
+    holder.send_signal(signal.SIGKILL)  # killed: its lock and owner line are stale
+    holder.wait()
+    with only_run(tmp_path):
+        assert (tmp_path / ".run.lock.owner").read_text().startswith("pid ")
+
+
+def test_a_killed_sessions_start_markers_are_cleared(tmp_path):
+    from simulation.running.runner import clear_stale_markers
+    from tasks.files import INFLIGHT_DIR, mark_started
+
+    for mid in ("a1", "b2", "c3"):
+        mark_started(tmp_path, mid)
+    assert clear_stale_markers(tmp_path) == 3
+    assert list((tmp_path / INFLIGHT_DIR).iterdir()) == []
+    assert clear_stale_markers(tmp_path / "nothing-here") == 0
+
+
+def test_no_secret_reaches_a_device_workers_environment(monkeypatch, tmp_path):
+    import ray
+
+    from simulation.running.runner import _environment, _start_ray
+
+    cfg = load_config(CONFIGS / "tiny.toml")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-not-for-devices")
+    monkeypatch.setenv("OTHER_SERVICE_API_KEY", "k2")
+    monkeypatch.setenv("DB_PASSWORD", "p3")
+    _start_ray(ray, cfg, None, _environment(tmp_path, cfg), False, tmp_path)
+    try:
+        @ray.remote
+        def seen() -> dict:
+            import os
+
+            return {k: v for k, v in os.environ.items() if v in ("sk-not-for-devices", "k2",
+                                                                  "p3")}
+
+        assert ray.get(seen.remote()) == {}
+    finally:
+        ray.shutdown()
+    assert os.environ["OPENAI_API_KEY"] == "sk-not-for-devices"  # the driver keeps it

@@ -6,6 +6,8 @@ import contextlib
 import logging
 import math
 import os
+import re
+import socket
 import sys
 import threading
 from collections.abc import Iterator
@@ -18,7 +20,7 @@ from simulation.running import cluster, signals
 from simulation.running.logs import run_log
 from simulation.running.signals import STOP, stop_on_signals
 from strategies.methods import get_method
-from tasks.files import check_folder
+from tasks.files import INFLIGHT_DIR, check_folder
 
 log = logging.getLogger(__name__)
 
@@ -66,16 +68,46 @@ def only_run(folder: Path, what: str = "run") -> Iterator[None]:
     """Hold `folder`'s lock for the run: a second run on the same --out would train every
     user again beside the first; it is refused instead, naming the folder."""
     lock = FileLock(folder / LOCK_FILE)
+    owner = folder / f"{LOCK_FILE}.owner"
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        raise ValueError(f"{folder} is in use by another cdcda {what} (it holds "
+        who = owner.read_text().strip() if owner.is_file() else "unknown"
+        raise ValueError(f"{folder} is in use by another cdcda {what} ({who}; it holds "
                          f"{folder / LOCK_FILE}): wait for it to end, or use another "
                          "--out") from None
+    # the kernel drops the lock of a killed run: its successor simply takes it over
+    owner.write_text(f"pid {os.getpid()} on {socket.gethostname()}\n")
     try:
         yield
     finally:
+        owner.unlink(missing_ok=True)
         lock.release()
+
+
+_SECRET = re.compile(r"(API_?KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.IGNORECASE)
+
+
+def is_secret(name: str, cfg: Config) -> bool:
+    """An environment variable no device may see: the cloud's key (cloud.openai.api_key_env)
+    and anything named like a key, secret or password. HF_TOKEN stays: a device may load
+    a gated hub model."""
+    return name == cfg.cloud.openai.api_key_env or bool(_SECRET.search(name))
+
+
+def clear_stale_markers(run_dir: Path) -> int:
+    """Remove a killed session's device start markers (.inflight/): they name messages of
+    a Flower run that no longer exists, and would pile up run after run."""
+    folder = run_dir / INFLIGHT_DIR
+    try:
+        stale = list(folder.iterdir())
+    except FileNotFoundError:
+        return 0
+    for marker in stale:
+        marker.unlink(missing_ok=True)
+    if stale:
+        log.info("removed %d stale device start markers from %s", len(stale), folder)
+    return len(stale)
 
 
 def _check_local_resources(cfg: Config) -> None:
@@ -131,6 +163,7 @@ def run(cfg: Config, run_dir: Path, console=None, verbose: bool = False) -> dict
                 f"use a new --out, or resume it with --config {previous}")
     run_dir.mkdir(parents=True, exist_ok=True)
     with only_run(run_dir), stop_on_signals(), run_log(run_dir, verbose):
+        clear_stale_markers(run_dir)
         # bad data and unknown models fail here, naming file, field or option, before Ray
         # starts and before config.toml claims the folder for this experiment
         prepare_data(cfg, run_dir)
@@ -201,7 +234,13 @@ def _start_ray(ray, cfg: Config, address: str | None, env: dict[str, str], verbo
         init["include_dashboard"] = False
         if cfg.runtime.num_cpus:
             init["num_cpus"] = cfg.runtime.num_cpus
-        ray.init(**init)
+        # Ray's processes, and the devices they start, inherit this process's environment:
+        # the cloud's API key (and any other secret) is out of it while Ray starts
+        hidden = {k: os.environ.pop(k) for k in list(os.environ) if is_secret(k, cfg)}
+        try:
+            ray.init(**init)
+        finally:
+            os.environ.update(hidden)
         return
     if cfg.runtime.num_cpus:
         log.warning("runtime.num_cpus = %s is ignored on a Ray cluster: each node offers "
