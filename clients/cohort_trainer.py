@@ -126,9 +126,10 @@ def train_cohort(peft_model, stack: StackedLora, tokenizer, formatter: PromptFor
                 clip_per_user(params, settings.max_grad_norm)
             opt.step(mask_k)
             for k, value in losses.items():
-                if not math.isfinite(value):
-                    raise RuntimeError(f"training diverged (loss {value}); lower train.lr")
                 r = reports[k]
+                if not math.isfinite(value) or r.diverged:  # this user's failure alone:
+                    r.diverged = True  # its cohort-mates' adapters are their own
+                    continue
                 r.losses.append(value)
                 r.steps += 1
                 epoch_sums[k][0] += value

@@ -149,11 +149,12 @@ def train_users(rt: DeviceRuntime, task: Task, users: list[UserData],
                 synthetic: dict[str, list[dict]], settings: DeviceSettings, method: str,
                 run_dir: Path | None, run_seed: int, adapters: str | None = None,
                 init_state: dict[str, torch.Tensor] | None = None
-                ) -> dict[str, dict[str, float]]:
+                ) -> dict[str, dict[str, float] | Exception]:
     """Train a cohort's own adapters on real (+ synthetic) data together, save each in
     peft's format under `run_dir/<adapters>/<user>/` (default `adapters-<method>`),
     evaluate each with its own adapter; metrics by user id. Each adapter starts fresh, or
-    from `init_state` (a received adapter to fine-tune)."""
+    from `init_state` (a received adapter to fine-tune). A user whose adapter is not finite
+    gets a NonFiniteAdapter in place of its metrics, and no saved adapter."""
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
@@ -165,8 +166,12 @@ def train_users(rt: DeviceRuntime, task: Task, users: list[UserData],
             task.profile_pairs(synth, synthetic=True) if synth else [])
         jobs.append(CohortJob(examples, seed=seed, init_seed=seed, init_state=init_state))
     trained = cohort.train(rt, jobs, settings)
+    finite = [ok and not r.diverged for ok, r in
+              zip(finite_users(trained.stack.user_parameters(), len(users)), trained.reports)]
     sizes = {}
     for k, u in enumerate(users):
+        if not finite[k]:  # never saved: a user's adapter of NaN/inf is its failure
+            continue
         trained.stack.to_slot(k)
         sizes[u.user_id] = save_adapter(
             rt.model, adapter_dir(run_dir, adapters or f"adapters-{method}", u.user_id)) \
@@ -174,8 +179,13 @@ def train_users(rt: DeviceRuntime, task: Task, users: list[UserData],
     evaluated = evaluate_users(rt, task, users, settings, method, run_dir, stack=trained.stack)
     trainable = sum(p[0].numel() for p in trained.stack.user_parameters())
     seconds = (time.perf_counter() - start) / len(users)
-    out = {}
-    for u, report in zip(users, trained.reports):
+    out: dict = {}
+    for k, (u, report) in enumerate(zip(users, trained.reports)):
+        if not finite[k]:
+            out[u.user_id] = NonFiniteAdapter(
+                f"user {u.user_id}'s training diverged (a loss or a weight went NaN or "
+                f"inf after {report.steps} finite steps): lower device.train.lr")
+            continue
         out[u.user_id] = {
             **evaluated[u.user_id],
             "num-examples": report.examples,
@@ -194,6 +204,19 @@ def train_users(rt: DeviceRuntime, task: Task, users: list[UserData],
             "peak-memory-mb": peak_memory_mb(),
         }
     return out
+
+
+class NonFiniteAdapter(ArithmeticError):
+    """Training left a user's adapter with NaN or inf weights (the server counts it as its
+    own failure kind, `non_finite`, by this class name)."""
+
+
+def finite_users(stacked: list[torch.Tensor], users: int) -> list[bool]:
+    """Per user, whether every weight of its slot in the stacked (K, ...) tensors is finite."""
+    ok = torch.ones(users, dtype=torch.bool)
+    for p in stacked:
+        ok &= torch.isfinite(p.detach().reshape(users, -1)).all(dim=1).cpu()
+    return ok.tolist()
 
 
 def train_user(rt: DeviceRuntime, task: Task, user: UserData, synthetic: list[dict],

@@ -27,6 +27,7 @@ class TrainReport:
     seconds: float = 0.0
     losses: list[float] = field(default_factory=list)  # per step
     epoch_losses: list[float] = field(default_factory=list)  # mean per epoch
+    diverged: bool = False  # a loss went NaN or inf (cohort training goes on for the rest)
 
     @property
     def seconds_per_step(self) -> float:

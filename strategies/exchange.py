@@ -28,11 +28,12 @@ from flwr.serverapp import Grid
 
 from strategies.accounting import Cohort, Exchange, Ledger
 from strategies.failures import FailureLog
-from strategies.replies import ANSI, Items, View, error_detail, error_reason
+from strategies.replies import ANSI, Items, NonFinite, View, error_detail, error_reason
 from tasks.files import INFLIGHT_DIR
 
 log = logging.getLogger(__name__)
 POLL_GAP = 4  # seconds between pulls, in units of the last pull's own duration
+NON_FINITE = "NonFiniteAdapter"  # a device's error reason that starts so: kind non_finite
 
 
 class RunStopped(RuntimeError):
@@ -202,8 +203,9 @@ class DeviceExchange:
         if "error" in content:  # this user's work failed on the device; the others' did not
             entry.outcome = "error"
             self.ledger.record(entry)
-            self._fail(method, view.user, "device_error", error_reason(content["error"]),
-                       attempt, failed)
+            reason = error_reason(content["error"])
+            kind = "non_finite" if reason.startswith(NON_FINITE) else "device_error"
+            self._fail(method, view.user, kind, reason, attempt, failed)
             return
         parsed, kind, detail = None, None, ""
         try:
@@ -220,7 +222,8 @@ class DeviceExchange:
             try:
                 parsed = parse(view)
             except Exception as err:  # garbage must not end the run: counted instead
-                kind, detail = "bad_reply", f"{type(err).__name__}: {err}"
+                kind = "non_finite" if isinstance(err, NonFinite) else "bad_reply"
+                detail = f"{type(err).__name__}: {err}"
         if kind is not None:
             entry.outcome = "rejected" if kind == "arrays" else "bad_reply"
             self.ledger.record(entry)

@@ -2,7 +2,8 @@
 
 Kinds: `device_error` (the ClientApp raised), `timeout` (no reply within `runtime.timeout`
 of the device starting its work), `arrays` (a reply carried weights: rejected),
-`bad_reply` (malformed content), `cloud_error` (the cloud LLM failed requests; `causes`
+`bad_reply` (malformed content), `non_finite` (training left the user's adapter with NaN or
+inf weights), `cloud_error` (the cloud LLM failed requests; `causes`
 counts them by cause), `no_seeds` (the device sent no usable seeds). A failure that a
 retry later fixed stays in the log: the summary shows both.
 """
@@ -16,7 +17,8 @@ from strategies.accounting import read_jsonl
 from tasks.files import append_line
 
 FAILURES_FILE = "failures.jsonl"
-KINDS = ("device_error", "timeout", "arrays", "bad_reply", "cloud_error", "no_seeds")
+KINDS = ("device_error", "timeout", "arrays", "bad_reply", "cloud_error", "no_seeds",
+         "non_finite")
 
 
 class FailureLog:

@@ -19,6 +19,11 @@ class BadReply(ValueError):
     """A reply whose content is not what the protocol says (counted as `bad_reply`)."""
 
 
+class NonFinite(BadReply):
+    """A reply whose weights hold NaN or inf (counted as `non_finite`): averaged in, one
+    user's diverged adapter would poison everyone's."""
+
+
 @dataclass
 class View:
     """One user's part of a reply: what that user's own device would have sent."""

@@ -191,3 +191,23 @@ def test_fedavg_ft_fine_tunes_fedavg_lora_s_global_adapter_on_each_device(tmp_pa
     assert ft["by_kind"]["train"]["down"] == lora["by_kind"]["train"]["down"] - 6 * name
     assert ft["by_kind"]["train.finetune"]["down"] == \
         lora["by_kind"]["evaluate"]["down"] - 3 * name
+
+
+def test_a_fedavg_participant_returning_nan_is_left_out_of_the_mean(tmp_path):
+    def behaviour(node, msg):
+        kind = msg.metadata.message_type
+        if kind == "query.user":
+            return _reply(msg, node, {})
+        if kind == "train":
+            value = float("nan") if node == 3 else float(node)
+            return _reply(msg, node, {"num-examples": 1.0}, arrays=_arrays(value))
+        return _reply(msg, node, {"accuracy": 1.0})
+
+    s = _strategy(tmp_path, _services(fedavg=FedAvgSettings(rounds=1, local_steps=1)))
+    grid = ScriptedGrid([1, 2, 3], behaviour)
+    s.discover(grid)
+    s.run_method(grid, "fedavg_lora")
+    glob = np.load(tmp_path / "shared" / "fedavg_lora" / "global.npz")
+    assert np.isfinite(glob[glob.files[0]]).all()
+    np.testing.assert_allclose(glob[glob.files[0]], 1.5)  # the mean of nodes 1 and 2 only
+    assert [(f["user"], f["kind"]) for f in s.failures.entries] == [("u3", "non_finite")]

@@ -557,3 +557,21 @@ def test_discovery_asks_a_node_again_when_one_of_its_users_failed(tmp_path):
     assert asked == [(1, 0), (2, 0), (1, 1)]
     assert s.user_node == {"u0": 1, "u1": 1, "u2": 2}
     assert [(f["user"], f["kind"]) for f in s.failures.entries] == [("u1", "bad_reply")]
+
+
+def test_a_diverged_adapter_is_counted_as_non_finite_not_as_a_device_error(tmp_path):
+    def behaviour(node, msg):
+        user = f"u{node}"
+        if msg.metadata.message_type == "query.user":
+            return _reply(msg, user, {})
+        if node == 2:  # the device's own error record for this user (clients/device.py)
+            return Message(content=RecordDict({f"error/{user}": ConfigRecord({
+                "reason": "NonFiniteAdapter: user u2's adapter is not finite"})}), reply_to=msg)
+        return _reply(msg, user, {"accuracy": 1.0})
+
+    s = _strategy(tmp_path)
+    grid = ScriptedGrid([1, 2], behaviour)
+    s.discover(grid)
+    res = s.run_method(grid, "local_real")
+    assert list(res.per_user) == ["u1"] and res.failures["u2"].startswith("non_finite")
+    assert [f["kind"] for f in s.failures.entries] == ["non_finite"]

@@ -90,3 +90,20 @@ def test_fixed_step_budget_cycles_the_data(tags_data, tiny_device):
     r = train_lora(rt.model, rt.tokenizer, rt.formatter, pairs,
                    TrainSettings(steps=5, batch_size=4, bf16=False), seed=0)
     assert r.steps == 5 and len(r.epoch_losses) == 3
+
+
+def test_a_diverged_adapter_is_its_users_failure_and_is_never_saved(tags_data, tiny_device,
+                                                                   tmp_path):
+    import dataclasses
+
+    from clients.device import NonFiniteAdapter
+
+    settings, rt = tiny_device
+    wild = dataclasses.replace(settings, train=dataclasses.replace(settings.train, lr=1e30))
+    users = [tags_data.users["u0"], tags_data.users["u1"]]
+    got = device.train_users(rt, tags_data.task, users, {}, wild, "local_real", tmp_path, 0)
+    assert all(isinstance(got[u.user_id], NonFiniteAdapter) for u in users)
+    assert "lower device.train.lr" in str(got["u0"])
+    assert not (tmp_path / "adapters-local_real").exists()
+    fine = device.train_users(rt, tags_data.task, users, {}, settings, "local_real", tmp_path, 0)
+    assert all(isinstance(m, dict) and m["adapter-bytes"] > 0 for m in fine.values())

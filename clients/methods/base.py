@@ -97,7 +97,8 @@ def train_own(adapters: str, from_received: bool = False) -> Handler:
                                      req.run_dir, req.seed, adapters, init)
             log.debug("%d users trained in %.1f s", len(ready), time.perf_counter() - start)
             return {uid: Out({**m, "model-load-seconds": rt.load_seconds},
-                             {"method": req.method}) for uid, m in got.items()}
+                             {"method": req.method}) if isinstance(m, dict) else m
+                    for uid, m in got.items()}
 
         # reply
         return {**bad, **(together(ready, work) if ready else {})}

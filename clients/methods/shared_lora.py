@@ -15,7 +15,7 @@ from flwr.app import Message
 from clients import cohort
 from clients.adapter_slot import adapter_state
 from clients.cohort_trainer import CohortJob
-from clients.device import DeviceRuntime
+from clients.device import DeviceRuntime, NonFiniteAdapter
 from clients.methods.base import each, evaluate_received
 from clients.protocol import Out, Request, Results
 from clients.settings import DeviceSettings
@@ -40,6 +40,9 @@ def train_pooled(rt: DeviceRuntime, task: Task, examples: list, settings: Device
                  seed: int) -> tuple[dict[str, torch.Tensor], TrainReport]:
     """The one adapter, trained on everyone's pooled examples (a cohort of one)."""
     trained = cohort.train(rt, [CohortJob(examples, seed=seed, init_seed=seed)], settings)
+    if trained.reports[0].diverged:
+        raise NonFiniteAdapter("the pooled adapter's training diverged (a loss went NaN or "
+                               "inf): lower device.train.lr")
     trained.stack.to_slot(0)
     return adapter_state(rt), trained.reports[0]
 

@@ -11,6 +11,7 @@ import logging
 import random
 from dataclasses import dataclass, field
 
+import numpy as np
 from flwr.app import ArrayRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
@@ -18,7 +19,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 from strategies.exchange import RunStopped
 from strategies.methods.base import Coordinator, Method, MethodResult
 from strategies.methods.shared_adapter import evaluate_with, folder, load_arrays, save_arrays
-from strategies.replies import View, reply_metrics
+from strategies.replies import NonFinite, View, reply_metrics
 from tasks.files import load_stored, write_json
 from tasks.structured import check
 
@@ -66,6 +67,8 @@ def train_global(s: Coordinator, grid: Grid, method: str, attempt: int,
                 raise ValueError(f"a {method} train reply must carry the adapter 'arrays'")
             if reply_metrics(view.content).get("num-examples", 0) <= 0:
                 raise ValueError("no num-examples to weight the average with")
+            if not all(np.isfinite(a.numpy()).all() for a in view.content["arrays"].values()):
+                raise NonFinite("the returned adapter holds NaN or inf: left out of the mean")
             return view.content
 
         msgs = s.messages(picked, "train", method, attempt, records={"arrays": adapter},
