@@ -106,6 +106,7 @@ def read_outputs(
         value = g.get("output")
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise LampFormatError(path, gid, "output", "missing or not a string")
+        _bounded(value, path, gid, "output")
         out[gid] = str(value)
     if task is not None:
         _resolve_task(path, file_task, task)
