@@ -192,7 +192,7 @@ def test_a_second_run_on_the_same_out_is_refused_while_the_first_holds_it(tmp_pa
     import socket
 
     from simulation.cli import main
-    from simulation.running.runner import only_run
+    from simulation.running.guards import only_run
 
     out = tmp_path / "run"
     out.mkdir()
@@ -284,11 +284,11 @@ def test_a_killed_runs_lock_is_taken_over(tmp_path):
     import subprocess
     import sys
 
-    from simulation.running.runner import only_run
+    from simulation.running.guards import only_run
 
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; from pathlib import Path; "
-        "from simulation.running.runner import only_run\n"
+        "from simulation.running.guards import only_run\n"
         "with only_run(Path(sys.argv[1])):\n print('held', flush=True); time.sleep(60)"),
         str(tmp_path)], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
@@ -302,7 +302,7 @@ def test_a_killed_runs_lock_is_taken_over(tmp_path):
 
 
 def test_a_killed_sessions_start_markers_are_cleared(tmp_path):
-    from simulation.running.runner import clear_stale_markers
+    from simulation.running.guards import clear_stale_markers
     from tasks.files import INFLIGHT_DIR, mark_started
 
     for mid in ("a1", "b2", "c3"):

@@ -101,7 +101,7 @@ def run_sweep(config: Path | None, overrides: list[str], grid_items: list[str], 
               console=None, verbose: bool = False) -> dict[str, str]:
     """Run every point not done yet, in order; returns each point's status (or why it
     failed). Raises `Interrupted` on SIGINT/SIGTERM once the current point is stored."""
-    from simulation.running.runner import only_run
+    from simulation.running.guards import only_run
 
     grid, points = plan(config, overrides, grid_items, out)
     previous = load_stored(out / SWEEP_FILE)
