@@ -73,7 +73,8 @@ def user_seed(run_seed: int, user_id: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{run_seed}/{user_id}".encode()).digest()[:4], "big")
 
 
-def _queries(user: UserData, settings: DeviceSettings):
+def held_out(user: UserData, settings: DeviceSettings):
+    """The user's queries a device answers: at most `eval.max_queries` (0: all)."""
     q = user.queries
     return q[: settings.eval.max_queries] if settings.eval.max_queries else q
 
@@ -85,7 +86,7 @@ Prompting = Callable[[Task, UserData, DeviceSettings, str], str]
 
 def _prompts(task: Task, user: UserData, settings: DeviceSettings,
              prompting: Prompting | None) -> list[str]:
-    prompts = [q.prompt for q in _queries(user, settings)]
+    prompts = [q.prompt for q in held_out(user, settings)]
     if prompting is not None:
         prompts = [prompting(task, user, settings, p) for p in prompts]
     return prompts
@@ -106,7 +107,7 @@ def score_user(task: Task, user: UserData, settings: DeviceSettings, method: str
                run_dir: Path | None, texts: list[str], report: GenerationReport,
                share: float) -> dict[str, float]:
     """Score one user's answers on the device and store its predictions."""
-    queries = _queries(user, settings)
+    queries = held_out(user, settings)
     preds = [task.parse(t) for t in texts]
     golds = [q.output for q in queries]
     metrics = task.score(preds, golds) if all(golds) else {}

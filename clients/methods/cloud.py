@@ -8,7 +8,7 @@ import time
 
 from flwr.app import Message
 
-from clients.device import write_predictions
+from clients.device import held_out, write_predictions
 from clients.methods.base import each, own_items
 from clients.protocol import Out, Request, Results
 from clients.retrieval import profile_prompt
@@ -18,10 +18,8 @@ from tasks import Task, UserData
 
 def cloud_prompts(task: Task, user: UserData, settings: DeviceSettings) -> list[str]:
     """The user's held-out queries with BM25-retrieved profile items: what goes up."""
-    queries = user.queries[: settings.eval.max_queries] if settings.eval.max_queries \
-        else user.queries
     return [profile_prompt(task, q.prompt, user.profile, settings.eval.profile_k)
-            for q in queries]
+            for q in held_out(user, settings)]
 
 
 def score_answers(task: Task, user: UserData, settings: DeviceSettings, method: str,

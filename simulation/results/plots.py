@@ -24,12 +24,12 @@ def human_bytes(v) -> str:
 MARKERS = "osD^vPX*"
 
 
-def _save(fig: Figure, folder: Path, name: str) -> str:
+def save_png(fig: Figure, folder: Path, name: str) -> str:
     fig.savefig(folder / name, dpi=DPI, metadata={"Software": None})
     return name
 
 
-def _style(methods) -> dict[str, dict]:
+def style_of(methods) -> dict[str, dict]:
     """One colour and marker per method, the same in every plot (markers tell apart
     methods whose points coincide)."""
     return {m: {"color": f"C{i % 10}", "marker": MARKERS[i % len(MARKERS)]}
@@ -48,7 +48,7 @@ def _point(ax, x: float, c: Mapping, style: Mapping, label: str | None = None) -
 
 def plot_metrics(folder: Path, comp: Mapping, names: list[str]) -> tuple[str, str]:
     methods = list(comp["mean_ci"])
-    style = _style(methods)
+    style = style_of(methods)
     fig = Figure(figsize=(1.2 + 0.8 * len(methods) * len(names), 4.2), layout="constrained")
     for ax, k in zip(fig.subplots(1, len(names), squeeze=False)[0], names):
         for x, m in enumerate(methods):
@@ -59,7 +59,7 @@ def plot_metrics(folder: Path, comp: Mapping, names: list[str]) -> tuple[str, st
         ax.set_title(f"{k} ({_direction(comp, k)})")
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle("Task metrics by method: mean over users, 95% bootstrap CI")
-    return "task metrics by method", _save(fig, folder, "metrics.png")
+    return "task metrics by method", save_png(fig, folder, "metrics.png")
 
 
 def _gain_panel(ax, gains: list[tuple[float, str]], p: Mapping, sign: float, title: str,
@@ -105,12 +105,12 @@ def plot_gain(folder: Path, per_user: Mapping, comp: Mapping, names: list[str]
                            if k in a[u] and k in b[u])
             _gain_panel(ax, gains, comp["paired"][other][k], sign, f"{ref} over {other}, {k}",
                         f"gain in {k}\n(> 0: {ref} better)")
-    return f"per-user gain of {ref}", _save(fig, folder, "gain.png")
+    return f"per-user gain of {ref}", save_png(fig, folder, "gain.png")
 
 
 def plot_bytes(folder: Path, s: Mapping, comp: Mapping, k: str) -> tuple[str, str]:
     methods = [m for m, c in comp["mean_ci"].items() if c[k]["mean"] is not None]
-    style = _style(comp["mean_ci"])
+    style = style_of(comp["mean_ci"])
     comm = s.get("communication", {})
     sent = {m: sum(comm.get(m, {}).get("per_user_mean", {}).get(d, 0) for d in ("up", "down"))
             for m in methods}
@@ -138,4 +138,4 @@ def plot_bytes(folder: Path, s: Mapping, comp: Mapping, k: str) -> tuple[str, st
     ax.grid(alpha=0.3)
     if methods:
         ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    return f"{k} against bytes per user", _save(fig, folder, "bytes.png")
+    return f"{k} against bytes per user", save_png(fig, folder, "bytes.png")

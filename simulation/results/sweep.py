@@ -21,7 +21,8 @@ PLOT_DIR = "sweep"
 
 
 def load_points(out: Path) -> tuple[dict, list[dict]]:
-    """The sweep's plan and, per point, its values, status and summary (None if absent)."""
+    """The sweep's plan and, per point, its values, status, summary and comparisons (None
+    if absent)."""
     plan = load_stored(out / SWEEP_FILE)
     if plan is None:
         raise ValueError(f"{out} holds no sweep ({SWEEP_FILE} is missing or unreadable)")
@@ -30,7 +31,8 @@ def load_points(out: Path) -> tuple[dict, list[dict]]:
         summary = load_stored(out / p["dir"] / "summary.json")
         status = summary.get("status", "?") if summary else "not run"
         points.append({"dir": p["dir"], "values": p["values"], "status": status,
-                       "summary": summary})
+                       "summary": summary,  # and its statistics, computed once
+                       "comp": summary_comparisons(summary) if summary else None})
     return plan, points
 
 
@@ -42,7 +44,7 @@ def rows(plan: Mapping, points: list[dict]) -> list[dict]:
         s = p["summary"]
         if not s:
             continue
-        comp = summary_comparisons(s)
+        comp = p["comp"]
         for method, res in s["methods"].items():
             comm = s["communication"].get(method, {}).get("per_user_mean", {})
             row = {**p["values"], "method": method, "status": res["status"],
@@ -129,7 +131,7 @@ def _winners(points: list[dict], rows_: list[dict], keys: list[str], k: str) -> 
                 and r[k] is not None]
         if not here:
             continue
-        higher = summary_comparisons(p["summary"])["higher_is_better"][k]
+        higher = p["comp"]["higher_is_better"][k]
         best = (max if higher else min)(here, key=lambda r: r[k])
         close = [r["method"] for r in here if r is not best and
                  r[f"{k}_high"] >= best[f"{k}_low"] and r[f"{k}_low"] <= best[f"{k}_high"]]
@@ -143,7 +145,7 @@ def _paired(points: list[dict], keys: list[str], k: str) -> list[str]:
     """The reference method minus each other method, per user, at each point: the mean
     difference and its 95% paired bootstrap interval (simulation/results/stats)."""
     done = [p for p in points if p["summary"]]
-    comps = [summary_comparisons(p["summary"]) for p in done]
+    comps = [p["comp"] for p in done]
     if not comps:
         return []
     ref = comps[0]["reference"]
@@ -167,7 +169,7 @@ def _verdicts(points: list[dict], keys: list[str]) -> list[str]:
     lines = ["## Each point's statistics", ""]
     for p in points:
         if p["summary"]:
-            lines += [f"### {_point(p, keys)}", "", *statistics_lines(p["summary"]),
+            lines += [f"### {_point(p, keys)}", "", *statistics_lines(p["summary"], p["comp"]),
                       *projection_table(p["summary"]), ""]
     return lines
 

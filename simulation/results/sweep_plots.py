@@ -8,25 +8,15 @@ from pathlib import Path
 
 from matplotlib.figure import Figure  # no pyplot: no display, no global backend state
 
-from simulation.results.plots import DPI, MARKERS
+from simulation.results.plots import save_png, style_of
 
 
 def _metrics(rows: list[dict]) -> list[str]:
     return [k for k in (rows[0] if rows else {}) if f"{k}_low" in rows[0]]
 
 
-def _style(methods: list[str]) -> dict[str, dict]:
-    return {m: {"color": f"C{i % 10}", "marker": MARKERS[i % len(MARKERS)]}
-            for i, m in enumerate(methods)}
-
-
 def _numeric(values: list) -> bool:
     return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
-
-
-def _save(fig: Figure, folder: Path, name: str) -> str:
-    fig.savefig(folder / name, dpi=DPI, metadata={"Software": None})
-    return name
 
 
 def plot_against_value(folder: Path, rows: list[dict], keys: list[str]) -> list[tuple]:
@@ -35,7 +25,7 @@ def plot_against_value(folder: Path, rows: list[dict], keys: list[str]) -> list[
         return [("no point has results yet", "")]
     x_key, rest = keys[0], keys[1:]
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    style = _style(methods)
+    style = style_of(methods)
     xs = list(dict.fromkeys(r[x_key] for r in rows))
     numeric = _numeric(xs)
     panels = list(itertools.product(*[list(dict.fromkeys(r[k] for r in rows)) for k in rest]))
@@ -64,7 +54,7 @@ def plot_against_value(folder: Path, rows: list[dict], keys: list[str]) -> list[
             ax.grid(alpha=0.3)
         fig.legend(*axes[-1].get_legend_handles_labels(), fontsize=8,
                    loc="outside right upper")  # beside the panels, never over a line
-        out.append((f"{k} against {x_key}", _save(fig, folder, f"{_safe(k)}-by-value.png")))
+        out.append((f"{k} against {x_key}", save_png(fig, folder, f"{_safe(k)}-by-value.png")))
     return out
 
 
@@ -73,7 +63,7 @@ def plot_against_bytes(folder: Path, rows: list[dict], keys: list[str]) -> list[
     if not rows:
         return []
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    style = _style(methods)
+    style = style_of(methods)
     out = []
     for k in _metrics(rows):
         fig = Figure(figsize=(7.6, 4.4), layout="constrained")
@@ -90,7 +80,7 @@ def plot_against_bytes(folder: Path, rows: list[dict], keys: list[str]) -> list[
         ax.set_title(f"{k} against communication, every point of {', '.join(keys)}")
         ax.grid(alpha=0.3, which="both")
         fig.legend(*ax.get_legend_handles_labels(), fontsize=8, loc="outside right upper")
-        out.append((f"{k} against bytes per user", _save(fig, folder, f"{_safe(k)}-bytes.png")))
+        out.append((f"{k} against bytes per user", save_png(fig, folder, f"{_safe(k)}-bytes.png")))
     return out
 
 

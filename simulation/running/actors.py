@@ -37,16 +37,23 @@ def _init(self, actor_type, client_resources, actor_kwargs) -> None:
         max_task_retries=TASK_RETRIES).remote(**kwargs)
 
 
+def _kill(actor) -> bool:
+    """End one actor for good (no restart); False if it was dead already or Ray is down."""
+    import ray
+
+    try:
+        ray.kill(actor, no_restart=True)
+        return True
+    except Exception as err:  # noqa: BLE001 - already dead, or Ray shutting down
+        log.debug("could not stop a device worker: %s", err)
+        return False
+
+
 def _terminate_all(self) -> None:
     """Flower asks each idle actor to exit itself (`exit_actor()`), which a restartable
     actor's task retry reports as a failure on stdout; end them through Ray instead."""
-    import ray
-
     for actor in list(self.pool):
-        try:
-            ray.kill(actor, no_restart=True)
-        except Exception as err:  # noqa: BLE001 - already dead, or Ray shutting down
-            log.debug("could not stop a device worker: %s", err)
+        _kill(actor)
 
 
 def install() -> bool:
@@ -65,8 +72,6 @@ def stop_busy() -> int:
     """Kill, for good, the device workers still working on a message: once the experiment
     is over, that is work the strategy gave up on (past `runtime.timeout`), and Flower's
     engine would wait for it before the process can end. Returns how many."""
-    import ray
-
     stopped = 0
     for pool in list(_POOLS):
         for _ in range(3):  # engine threads add and remove futures as we read
@@ -77,10 +82,5 @@ def stop_busy() -> int:
                 continue
         else:
             busy = []
-        for actor in busy:
-            try:
-                ray.kill(actor, no_restart=True)
-                stopped += 1
-            except Exception as err:  # noqa: BLE001 - already dead, or Ray shutting down
-                log.debug("could not stop a device worker: %s", err)
+        stopped += sum(_kill(actor) for actor in busy)
     return stopped
