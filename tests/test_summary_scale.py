@@ -84,6 +84,19 @@ def test_sampler_finds_workers_started_after_it_by_listing_the_tree_again():
     assert sampler.peaks["workers"] >= 1 and sampler.peaks["worker_max_mb"] > 0
 
 
+def test_sampler_sees_workers_of_a_run_shorter_than_its_relisting_period():
+    # CI failed `bench sim` once: 4 users ran in under 10 samples and the workers,
+    # started after the first listing, were never listed again
+    with MemorySampler(interval=0.02, relist=1000) as sampler:
+        worker = subprocess.Popen(["bash", "-c", "exec -a ray::IDLE sleep 30"])
+        try:
+            time.sleep(0.5)
+        finally:
+            worker.kill()
+            worker.wait()
+    assert sampler.peaks["workers"] >= 1 and sampler.peaks["worker_max_mb"] > 0
+
+
 def _stored_run(run_dir, timings: dict) -> dict:
     cfg = load_config(None, CFG)
     write_json(run_dir / USERS_FILE, {"users": ["u0", "u1", "u2"]})

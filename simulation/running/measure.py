@@ -107,8 +107,11 @@ class MemorySampler:
 
     def take(self) -> dict[str, float]:
         # listing the tree each second cost ~2% of the driver's CPU at 1,000 users (a
-        # scan of every process on the machine); Ray's workers live for the whole run
-        if self._taken % self.relist == 0:
+        # scan of every process on the machine); Ray's workers live for the whole run.
+        # Until a worker is seen, relist every sample: a run shorter than `relist`
+        # samples would otherwise never see its workers (they start after the first)
+        seen = any(is_worker for _, is_worker in self._tree)
+        if self._taken % self.relist == 0 or not seen:
             self._tree = process_tree()
         self._taken += 1
         try:
