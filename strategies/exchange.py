@@ -62,6 +62,10 @@ class DeviceExchange:
         self.run_dir = Path(run_dir)
         self.ledger = ledger
         self.failures = failures or FailureLog()
+        restored = self.failures.reconcile(ledger.entries)
+        if restored:  # a resumed run after a write error (a full disk) cut the log short
+            log.warning("%s: %d failure(s) the ledger charges had no record; restored",
+                        self.failures.path, restored)
         self.timeout = timeout
         self.should_stop = should_stop or (lambda: False)
         self.user_node: dict[str, int] = {}  # the users taking part, sorted

@@ -575,3 +575,40 @@ def test_a_diverged_adapter_is_counted_as_non_finite_not_as_a_device_error(tmp_p
     res = s.run_method(grid, "local_real")
     assert list(res.per_user) == ["u1"] and res.failures["u2"].startswith("non_finite")
     assert [f["kind"] for f in s.failures.entries] == ["non_finite"]
+
+
+def test_failures_cut_off_by_a_full_disk_are_restored_from_the_ledger_on_resume(
+        tmp_path, monkeypatch):
+    import errno
+
+    import strategies.failures as failures_module
+    from tasks.files import append_line
+
+    def behaviour(node, msg):
+        if msg.metadata.message_type == "query.user":
+            return _reply(msg, f"u{node}", {})
+        if node == 2:
+            return Message(Error(code=0, reason="ClientAppException occurred. Message: boom"),
+                           reply_to=msg)
+        return _reply(msg, f"u{node}", {"accuracy": 1.0})
+
+    def full_disk(path, line):  # the ledger's line went in; the failure's does not
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    s = _strategy(tmp_path)
+    grid = ScriptedGrid([1, 2], behaviour)
+    s.discover(grid)
+    monkeypatch.setattr(failures_module, "append_line", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        s.run_method(grid, "local_real")
+    monkeypatch.setattr(failures_module, "append_line", append_line)
+    assert not (tmp_path / "failures.jsonl").exists()
+
+    again = _strategy(tmp_path)  # the resumed run
+    failed = [e for e in again.ledger.entries if e["outcome"] != "ok"]
+    assert [(e["user"], e["outcome"]) for e in failed] == [("u2", "error")]
+    logged = [(f["user"], f["kind"], f["attempt"]) for f in again.failures.entries]
+    assert logged == [("u2", "device_error", 0)]
+    stored = [json.loads(line) for line in (tmp_path / "failures.jsonl").read_text().splitlines()]
+    assert stored == again.failures.entries and stored[0]["restored"] is True
+    assert _strategy(tmp_path).failures.entries == stored  # restored once, not per session
