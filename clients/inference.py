@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from models.context import clip, context_tokens
 from models.prompting import PromptFormatter
 
 
@@ -44,8 +45,17 @@ def generate(
     texts: list[str] = []
     new_tokens = 0
     ttft = 0.0
+    # a prompt keeps its end, cut to the model's context less the answer's room: as text
+    # first (a huge query is never tokenised whole), then as tokens
+    room = max(context_tokens(model) - max_new_tokens, 1)
+
+    def encode(texts: list[str], **kwargs):
+        cut = [clip(formatter.prompt(t), room, tokenizer) for t in texts]
+        return tokenizer(cut, return_tensors="pt", truncation=True, max_length=room,
+                         **kwargs).to(device)
+
     if measure_ttft and prompts:
-        enc = tokenizer([formatter.prompt(prompts[0])], return_tensors="pt").to(device)
+        enc = encode([prompts[0]])
         if on_batch:
             on_batch(0, 1)
         t0 = time.perf_counter()
@@ -53,9 +63,8 @@ def generate(
         ttft = time.perf_counter() - t0
     start = time.perf_counter()
     for b in range(0, len(prompts), batch_size):
-        batch = [formatter.prompt(p) for p in prompts[b : b + batch_size]]
-        enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
-        enc = enc.to(device)
+        batch = list(prompts[b : b + batch_size])
+        enc = encode(batch, padding=True, add_special_tokens=False)
         if on_batch:
             on_batch(b, b + len(batch))
         out = model.generate(

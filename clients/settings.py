@@ -7,6 +7,10 @@ from typing import Literal
 
 from tasks.structured import check
 
+# sizes are checked before anything of that size is allocated
+MAX_BATCH = 4096  # examples per optimiser step
+MAX_LENGTH = 131_072  # tokens per example: the longest contexts models state today
+
 
 @dataclass
 class LoraSettings:
@@ -59,8 +63,10 @@ class TrainSettings:
     def __post_init__(self) -> None:
         check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
         check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
-        check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
-        check(self.max_length >= 16, "max_length", f"must be >= 16, got {self.max_length}")
+        check(1 <= self.batch_size <= MAX_BATCH, "batch_size",
+              f"must be in [1, {MAX_BATCH}], got {self.batch_size}")
+        check(16 <= self.max_length <= MAX_LENGTH, "max_length",
+              f"must be in [16, {MAX_LENGTH}], got {self.max_length}")
         check(self.real_weight > 0, "real_weight", f"must be > 0, got {self.real_weight}")
         check(self.steps >= 0, "steps", f"must be >= 0, got {self.steps}")
         check(self.pass_tokens >= 0, "pass_tokens", f"must be >= 0, got {self.pass_tokens}")

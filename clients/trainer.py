@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 
 from clients.settings import TrainSettings
+from models.context import clip
 from models.prompting import PromptFormatter
 from tasks.catalog import Example
 
@@ -39,12 +40,15 @@ def encode(
 ) -> list[tuple[list[int], list[int]]]:
     """(input_ids, labels) per example; labels mask the prompt so loss is on the answer only.
 
-    Over-long prompts are cut from the left so the answer and the prompt's end survive.
+    Over-long prompts are cut from the left so the answer and the prompt's end survive;
+    texts are cut to `max_length` tokens' worth of characters before they are tokenised.
     """
     out = []
     for ex in examples:
-        p = tokenizer(formatter.prompt(ex.prompt), add_special_tokens=False)["input_ids"]
-        a = tokenizer(formatter.answer(ex.output), add_special_tokens=False)["input_ids"]
+        prompt = clip(formatter.prompt(ex.prompt), max_length, tokenizer, keep="end")
+        answer = clip(formatter.answer(ex.output), max_length, tokenizer, keep="start")
+        p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        a = tokenizer(answer, add_special_tokens=False)["input_ids"]
         a = a[: max_length - 8]
         p = p[-(max_length - len(a)) :]
         out.append((p + a, [IGNORE] * len(p) + a))

@@ -122,13 +122,15 @@ def resolve_model_dir(name: str) -> str:
 
 
 def load_tokenizer(name: str):
-    """The tokenizer of a named model, path or hub id, with a pad token and left padding."""
+    """The tokenizer of a named model, path or hub id, with a pad token, left padding
+    and left truncation."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(resolve_model_dir(name))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
+    tok.truncation_side = "left"  # a prompt cut to the context keeps its end (the question)
     return tok
 
 

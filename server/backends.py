@@ -19,6 +19,7 @@ from typing import Protocol
 import torch
 from transformers import StoppingCriteriaList
 
+from models.context import clip, context_tokens
 from server.settings import CloudSettings
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,10 @@ class EmbeddedLLM:
     def _batch(self, prompts: Sequence[str], idx: list[int], greedy: bool,
                out: list[Completion], max_new_tokens: int) -> None:
         s = self.settings
-        enc = self.tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True)
+        room = max(context_tokens(self.model) - max_new_tokens, 1)  # the prompt keeps its end
+        enc = self.tokenizer([clip(prompts[i], room, self.tokenizer) for i in idx],
+                             return_tensors="pt", padding=True, truncation=True,
+                             max_length=room)
         enc = enc.to(self.model.device)
         self.stop.prompt_len = enc["input_ids"].shape[1]
         gen = self.model.generate(

@@ -28,6 +28,11 @@ class OpenAISettings:
         check(self.max_retries >= 0, "max_retries", "must be >= 0")
 
 
+MAX_BATCH = 4096  # prompts per generate call
+MAX_NEW_TOKENS = 8192  # tokens per candidate: a few dozen make a LaMP answer
+MAX_CANDIDATES = 10_000  # per user, as many as a user may hold examples
+
+
 @dataclass
 class CloudSettings:
     backend: Literal["embedded", "openai"] = "embedded"
@@ -43,8 +48,10 @@ class CloudSettings:
     openai: OpenAISettings = field(default_factory=OpenAISettings)
 
     def __post_init__(self) -> None:
-        check(self.batch_size >= 1, "batch_size", "must be >= 1")
-        check(self.max_new_tokens >= 8, "max_new_tokens", "must be >= 8")
+        # sizes are checked before anything of that size is allocated
+        check(1 <= self.batch_size <= MAX_BATCH, "batch_size", f"must be in [1, {MAX_BATCH}]")
+        check(8 <= self.max_new_tokens <= MAX_NEW_TOKENS, "max_new_tokens",
+              f"must be in [8, {MAX_NEW_TOKENS}], got {self.max_new_tokens}")
         check(self.temperature >= 0, "temperature", "must be >= 0")
         check(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
         if self.backend == "openai":
@@ -70,7 +77,8 @@ class AugmentSettings:
                 "them on real data alone, marked `augment-fallback` in their result"})
 
     def __post_init__(self) -> None:
-        check(self.n >= 0, "n", f"must be >= 0, got {self.n}")
+        check(0 <= self.n <= MAX_CANDIDATES, "n",
+              f"must be in [0, {MAX_CANDIDATES}] candidates per user, got {self.n}")
         check(0 < self.near_duplicate <= 1, "near_duplicate", "must be in (0, 1]")
         check(self.max_kept >= 0, "max_kept", "must be >= 0")
         check(0 <= self.consistency_rouge <= 1, "consistency_rouge", "must be in [0, 1]")

@@ -35,6 +35,9 @@ class LampData:
     users: dict[str, UserData]
     questions_path: Path
     outputs_path: Path | None = None  # None: loaded without golds (queries' outputs are "")
+    # texts over MAX_TEXT_BYTES, cut to it at load: "<file>, item id=<id>, field '<f>'
+    # (<n> bytes)", so the run can count and name them
+    cut: list[str] = field(default_factory=list)
 
     def user_ids(self) -> list[str]:
         return list(self.users)
@@ -79,15 +82,16 @@ def _resolve_task(path: Path, file_task: str | None, task: str | Task | None) ->
 
 
 def read_outputs(
-    path: Path | str, task: str | Task | None = None
+    path: Path | str, task: str | Task | None = None, cuts: list[str] | None = None
 ) -> tuple[str | None, dict[str, str]]:
     """Read a LaMP outputs file, golds or predictions: (task id or None, {id: output}).
 
     Ids must be unique: with a repeated id one answer would silently win. With `task`, the
-    file's own `task` field, if any, must agree.
+    file's own `task` field, if any, must agree. Outputs over MAX_TEXT_BYTES are cut, and
+    named in `cuts`.
     """
     path = Path(path)
-    data = read_json(path)
+    data = read_json(path, MAX_FILE_BYTES)
     if not isinstance(data, dict) or not isinstance(data.get("golds"), list):
         raise LampFormatError(path, None, "golds", "expected an object with a 'golds' list")
     file_task = data.get("task")
@@ -95,6 +99,7 @@ def read_outputs(
         raise LampFormatError(path, None, "task",
                               f"must be a task id such as LaMP_2, got {json_kind(file_task)}")
     out: dict[str, str] = {}
+    cut = cuts if cuts is not None else []
     for i, g in enumerate(data["golds"]):
         if not isinstance(g, dict):
             raise LampFormatError(path, f"#{i}", None, "entry is not an object")
@@ -106,15 +111,14 @@ def read_outputs(
         value = g.get("output")
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise LampFormatError(path, gid, "output", "missing or not a string")
-        _bounded(value, path, gid, "output")
-        out[gid] = str(value)
+        out[gid] = _bounded(value, path, gid, "output", cut)
     if task is not None:
         _resolve_task(path, file_task, task)
     return file_task, out
 
 
 def read_golds(
-    path: Path | str, task: str | Task | None = None
+    path: Path | str, task: str | Task | None = None, cuts: list[str] | None = None
 ) -> tuple[str | None, dict[str, str]]:
     """Read a LaMP outputs file of golds: (task id or None, {question id: gold}).
 
@@ -122,7 +126,7 @@ def read_golds(
     a bad gold would silently score every prediction as wrong.
     """
     path = Path(path)
-    file_task, golds = read_outputs(path)
+    file_task, golds = read_outputs(path, cuts=cuts)
     spec = _resolve_task(path, file_task, task)
     for gid, text in golds.items():
         problem = _gold_problem(spec, text) if spec else ("is empty" if not text.strip() else None)
@@ -132,25 +136,31 @@ def read_golds(
 
 
 # LaMP's longest texts (LaMP-4 articles, LaMP-5 abstracts) are a few kB: a text 1,000 times
-# that is broken data, and held whole it is uploaded as a seed, tokenised by the cloud and
-# the device, and OOM-kills them (seen: a 50 MB profile item killed the driver).
+# that is broken data. Held whole it was uploaded as a seed, tokenised by the cloud and the
+# device, and OOM-killed them (seen: a 50 MB profile item killed the driver). So each text
+# is cut here, where the device reads its data, and the run counts and names the cuts.
 MAX_TEXT_BYTES = 1_000_000
+# a split's file is parsed whole, by the driver and by every device worker
+MAX_FILE_BYTES = 4 * 1024**3
 
 
-def _bounded(value, path: Path, item: str, field: str) -> None:
-    """A query or profile text must be valid Unicode (it is sent and tokenised as UTF-8: a
-    lone surrogate would fail every method on the device, blamed on it) and at most
-    MAX_TEXT_BYTES; named if not."""
+def _bounded(value, path: Path, item: str, field: str, cut: list[str]) -> str:
+    """The text of a query or profile field, valid Unicode (it is sent and tokenised as
+    UTF-8: a lone surrogate would fail every method on the device, blamed on it) and cut to
+    MAX_TEXT_BYTES at a character boundary; a cut is appended to `cut`, named."""
     if not isinstance(value, str):
-        return
+        return str(value)
+    if value.isascii() and len(value) <= MAX_TEXT_BYTES:  # the common case: no copy
+        return value
     try:
-        size = len(value.encode("utf-8"))
+        data = value.encode("utf-8")
     except UnicodeEncodeError as err:
         raise LampFormatError(path, item, field, f"is not valid Unicode ({err.reason} at "
                               f"character {err.start})") from None
-    if size > MAX_TEXT_BYTES:
-        raise LampFormatError(path, item, field, f"is {size:,} bytes: at most "
-                              f"{MAX_TEXT_BYTES:,} per text (a LaMP text is a few kB)")
+    if len(data) <= MAX_TEXT_BYTES:
+        return value
+    cut.append(f"{path}, item id={item}, field '{field}' ({len(data):,} bytes)")
+    return data[:MAX_TEXT_BYTES].decode("utf-8", errors="ignore")
 
 
 def load_lamp(
@@ -164,7 +174,8 @@ def load_lamp(
     """
     qpath = Path(questions)
     opath = Path(outputs) if outputs is not None else None
-    gold_task, golds = read_golds(opath, task) if opath is not None else (None, {})
+    cut: list[str] = []
+    gold_task, golds = read_golds(opath, task, cut) if opath is not None else (None, {})
     if task is None:
         if gold_task is None:
             raise LampFormatError(opath or qpath, None, "task",
@@ -172,7 +183,7 @@ def load_lamp(
         task = gold_task
     task = task if isinstance(task, Task) else get_task(task)
 
-    raw = read_json(qpath)
+    raw = read_json(qpath, MAX_FILE_BYTES)
     if not isinstance(raw, list):
         raise LampFormatError(qpath, None, None, "expected a list of questions")
     users: dict[str, UserData] = {}
@@ -189,7 +200,7 @@ def load_lamp(
         seen_questions.add(qid)
         if not isinstance(q.get("input"), str):
             raise LampFormatError(qpath, qid, "input", "missing or not a string")
-        _bounded(q["input"], qpath, qid, "input")
+        query = _bounded(q["input"], qpath, qid, "input", cut)
         profile = q.get("profile")
         if not isinstance(profile, list):
             raise LampFormatError(qpath, qid, "profile", "missing or not a list")
@@ -206,7 +217,9 @@ def load_lamp(
                 if not isinstance(item.get(fname), str | int | float):
                     raise LampFormatError(
                         qpath, iid, fname, f"missing in a {task.name} profile item")
-                _bounded(item[fname], qpath, iid, fname)
+                text = _bounded(item[fname], qpath, iid, fname, cut)
+                if text is not item[fname] and isinstance(item[fname], str):
+                    item = {**item, fname: text}
             if not isinstance(item.get("date", ""), str | int | float):
                 raise LampFormatError(qpath, iid, "date", "not a string (profiles sort on it)")
             if iid not in seen:
@@ -214,11 +227,11 @@ def load_lamp(
                 user.profile.append(item)
         if opath is not None and qid not in golds:
             raise LampFormatError(opath, qid, "output", "no gold for this question")
-        user.queries.append(Example(q["input"], golds.get(qid, ""), {}, qid))
+        user.queries.append(Example(query, golds.get(qid, ""), {}, qid))
     for user in users.values():
         if all("date" in it for it in user.profile):
             user.profile.sort(key=lambda it: str(it["date"]))
-    return LampData(task, users, qpath, opath)
+    return LampData(task, users, qpath, opath, cut)
 
 
 def load_lamp_dir(folder: Path | str, split: str = "dev", task: str | None = None) -> LampData:
@@ -251,6 +264,10 @@ def check_experiment_data(data: LampData, *, needs_golds: bool, trains: bool) ->
         raise LampFormatError(expected, None, None, "not found: a run needs golds to score "
                               f"its predictions on {qpath.name}")
     warnings = []
+    if data.cut:
+        warnings.append(f"{len(data.cut)} text(s) over {MAX_TEXT_BYTES:,} bytes were cut to "
+                        f"that size, here and on the devices (first: {data.cut[0]}); a "
+                        "LaMP text is a few kB")
     no_queries = [u for u, d in data.users.items() if not d.queries]
     if no_queries:
         warnings.append(f"{qpath}: {len(no_queries)} of {n} users have no queries "

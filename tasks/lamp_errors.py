@@ -34,9 +34,14 @@ def short_repr(text: str) -> str:
     return repr(text if len(text) <= 60 else text[:60] + "...")
 
 
-def read_json(path: Path):
-    """Parse a JSON file; every way that can fail is a LampFormatError naming the file."""
+def read_json(path: Path, max_bytes: int | None = None):
+    """Parse a JSON file; every way that can fail is a LampFormatError naming the file.
+    A file over `max_bytes` is refused before it is read."""
     try:
+        size = path.stat().st_size
+        if max_bytes is not None and size > max_bytes:
+            raise LampFormatError(path, None, None, f"is {size:,} bytes: at most "
+                                  f"{max_bytes:,} per data file (split it into users)")
         with path.open(encoding="utf-8-sig") as f:  # JSON is UTF-8; a BOM is tolerated
             return json.load(f)
     except FileNotFoundError:

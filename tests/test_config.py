@@ -162,6 +162,11 @@ def test_a_config_reloads_from_its_dump_to_the_same_values_and_types(name, tmp_p
     ("experiment.methods=[]", "methods"), ("experiment.methods=['cdcda','cdcda']", "methods"),
     ("data.queries=10000000", "queries"), ("data.profile_size=20000", "profile_size"),
     ("runtime.num_cpus=-1", "num_cpus"), ("runtime.client_gpus=-0.5", "client_gpus"),
+    # generation and training sizes, checked before anything that size is allocated
+    ("cloud.max_new_tokens=100000000", "max_new_tokens"), ("augment.n=1000000", "n"),
+    ("cloud.batch_size=10000000", "batch_size"),
+    ("device.train.max_length=10000000", "max_length"),
+    ("device.train.batch_size=10000000", "batch_size"),
 ])
 def test_silent_nonsense_is_refused_naming_the_field(override, field):
     with pytest.raises(ConfigError, match=field):

@@ -90,10 +90,9 @@ def test_outputs_file_of_another_task_is_refused(tmp_path):
 
 @pytest.mark.parametrize("where", ["input", "profile"])
 @pytest.mark.parametrize("text, says", [
-    ("x" * 1_000_001, "is 1,000,001 bytes: at most 1,000,000 per text"),
     ("caf\ud800", "is not valid Unicode (surrogates not allowed at character 3)"),
 ])
-def test_a_text_too_large_or_not_unicode_is_refused_at_load_naming_item_and_field(
+def test_a_text_not_unicode_is_refused_at_load_naming_item_and_field(
         tmp_path, where, text, says):
     question = {"id": "q1", "input": "Which tag? x", "profile": [
         {"id": "p1", "description": "a film", "tag": "comedy"}]}
@@ -107,3 +106,50 @@ def test_a_text_too_large_or_not_unicode_is_refused_at_load_naming_item_and_fiel
         load_lamp(path, task="LaMP-2")
     field = "input" if where == "input" else "description"
     assert says in str(err.value) and field in str(err.value) and str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("where", ["input", "profile", "gold"])
+def test_a_text_over_the_bound_is_cut_at_load_counted_named_and_warned_once(tmp_path, where):
+    from tasks.lamp import MAX_TEXT_BYTES, check_experiment_data
+
+    huge = "é" * (MAX_TEXT_BYTES // 2) + "xyz" * 1000  # 2-byte characters: cut between them
+    question = {"id": "q1", "input": "Which tag? x", "profile": [
+        {"id": "p1", "description": "a film", "tag": "comedy"}]}
+    golds = {"task": "LaMP_2", "golds": [{"id": "q1", "output": "comedy"}]}
+    if where == "input":
+        question["input"] = huge
+    elif where == "profile":
+        question["profile"][0]["description"] = huge
+    q, o = tmp_path / "dev_questions.json", tmp_path / "dev_outputs.json"
+    q.write_text(json.dumps([question]))
+    o.write_text(json.dumps(golds))
+    if where == "gold":  # a gold must be a LaMP-2 tag: use predictions' reader instead
+        from tasks.lamp import read_outputs
+
+        o.write_text(json.dumps({"golds": [{"id": "q1", "output": huge}]}))
+        cuts: list[str] = []
+        _, out = read_outputs(o, cuts=cuts)
+        assert out["q1"] == "é" * (MAX_TEXT_BYTES // 2)  # whole characters, at the bound
+        assert len(cuts) == 1 and str(o) in cuts[0] and "'output'" in cuts[0]
+        return
+    data = load_lamp(q, o, task="LaMP-2")
+    user = data.users["q1"]
+    text = user.queries[0].prompt if where == "input" else user.profile[0]["description"]
+    assert text == "é" * (MAX_TEXT_BYTES // 2)  # the cut is whole characters, within the bound
+    field = "input" if where == "input" else "description"
+    assert data.cut == [f"{q}, item id={'q1' if where == 'input' else 'p1'}, field '{field}' "
+                        f"({len(huge.encode()):,} bytes)"]
+    warnings = check_experiment_data(data, needs_golds=True, trains=True)
+    said = [w for w in warnings if "cut" in w]
+    assert len(said) == 1 and "1 text(s) over 1,000,000 bytes" in said[0] and data.cut[0] in said[0]
+
+
+def test_a_data_file_over_the_bound_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    import tasks.lamp as lamp
+
+    path = tmp_path / "dev_questions.json"
+    path.write_text(json.dumps([{"id": "q1", "input": "x", "profile": []}]))
+    monkeypatch.setattr(lamp, "MAX_FILE_BYTES", 10)
+    with pytest.raises(LampFormatError, match=r"is \d+ bytes: at most 10 per data file") as err:
+        load_lamp(path, task="LaMP-2")
+    assert str(path) in str(err.value)

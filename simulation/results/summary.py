@@ -23,6 +23,7 @@ from tasks.structured import to_mapping
 
 USERS_FILE = "users.json"
 TIMINGS_FILE = "timings.json"
+CUTS_FILE = "input_cuts.json"  # texts cut to tasks.lamp.MAX_TEXT_BYTES at load, named
 DISCOVERY_KEY = "discovery"  # timings.json: seconds and rounds of the no-work discovery
 MEMORY_KEY = "peak_memory"  # timings.json: sampled peak RSS (simulation.running.measure.FIELDS)
 # Per-user fields that measure the machine, not the experiment: they differ between runs.
@@ -101,14 +102,17 @@ def _augmentation(run_dir: Path, users: list[str], failures: list[dict],
     }
 
 
-def _data_info(data_dir: str) -> dict:
+def _data_info(data_dir: str, run_dir: Path) -> dict:
     """What the bundled benchmark says of itself (benchmark.json): its heterogeneity and
-    the single-answer ceiling, how much the task rewards personalization. {} for LaMP."""
-    meta = load_stored(Path(data_dir) / "benchmark.json") if data_dir else None
-    if not meta:
-        return {}
-    return {k: meta[k] for k in ("generator", "heterogeneity", "single_answer_ceiling")
+    the single-answer ceiling, how much the task rewards personalization; and how many
+    texts over tasks.lamp.MAX_TEXT_BYTES were cut at load (CUTS_FILE, when any were)."""
+    meta = (load_stored(Path(data_dir) / "benchmark.json") if data_dir else None) or {}
+    info = {k: meta[k] for k in ("generator", "heterogeneity", "single_answer_ceiling")
             if k in meta}
+    cuts = load_stored(run_dir / CUTS_FILE)
+    if cuts:
+        info["texts_cut"] = int(cuts.get("texts_cut", 0))
+    return info
 
 
 def _failure_log(failures: list[dict]) -> dict:
@@ -148,7 +152,7 @@ def build_summary(run_dir: Path, cfg: Config, task_name: str, metric_names: Iter
         communication[m] = comm
     summary = {
         "experiment": cfg.experiment.name, "task": task_name, "data": data_dir,
-        "data_info": _data_info(data_dir), "users": users, "methods": methods,
+        "data_info": _data_info(data_dir, run_dir), "users": users, "methods": methods,
         "communication": communication,
         "failures": _failure_log(failures),
         "privacy": disclosure(ledger, users),

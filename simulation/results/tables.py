@@ -135,15 +135,19 @@ def projection_table(summary: Mapping) -> list[str]:
 def ceiling_lines(summary: Mapping) -> list[str]:
     """'Best single answer for everyone scores X of the oracle's Y', per metric, from the
     single-answer ceiling (tasks/ceiling.py) the bundled benchmark stores; nothing for
-    data that has none (LaMP)."""
+    data that has none (LaMP). Input texts cut at load are said here too."""
     info = summary.get("data_info")
+    cut = info.get("texts_cut") if isinstance(info, Mapping) else None
+    cut_line = [f"- {cut} input text(s) over 1 MB were cut to 1 MB at load (named in "
+                "input_cuts.json): their users answered and trained on the cut text.", ""] \
+        if cut else []
     ceil = info.get("single_answer_ceiling") if isinstance(info, Mapping) else None
     if not isinstance(ceil, Mapping) or not isinstance(ceil.get("single_answer"), Mapping):
-        return []
+        return cut_line
     context = f"{ceil.get('users')} simulated users, heterogeneity {ceil.get('heterogeneity')}"
     return [*(f"- Best single answer for everyone scores {best:.4f} of the oracle's "
               f"{ceil['oracle'][metric]:.4f} on {metric} ({context})."
-              for metric, best in ceil["single_answer"].items()), ""]
+              for metric, best in ceil["single_answer"].items()), "", *cut_line]
 
 
 def statistics_lines(summary: Mapping, comp: Mapping | None = None) -> list[str]:

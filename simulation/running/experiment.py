@@ -12,7 +12,7 @@ from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
 
 from simulation.config import APP_ROOT, Config, dump_config, load_config
-from simulation.results.summary import USERS_FILE, build_summary
+from simulation.results.summary import CUTS_FILE, USERS_FILE, build_summary
 from simulation.running.measure import MemorySampler, Timings
 from strategies.accounting import LEDGER_FILE, Ledger
 from strategies.failures import FAILURES_FILE, FailureLog
@@ -35,6 +35,9 @@ def data_location(cfg: Config, run_dir: Path) -> tuple[Path, str, str]:
     return run_dir / "data" / cfg.data.benchmark, "dev", GENERATORS[cfg.data.benchmark][0]
 
 
+_SAID: set[str] = set()  # data warnings this process has given: each is said once
+
+
 def prepare_data(cfg: Config, run_dir: Path) -> tuple[Path, str, str]:
     """(folder, split, task) of the run's data; the benchmark is generated once per run dir."""
     users = cfg.experiment.users
@@ -46,7 +49,11 @@ def prepare_data(cfg: Config, run_dir: Path) -> tuple[Path, str, str]:
                              f"simulation has {users} devices")
         trains = any(get_method(m).trains == "own" for m in cfg.experiment.methods)
         for warning in check_experiment_data(data, needs_golds=True, trains=trains):
-            log.warning("%s", warning)
+            if warning not in _SAID:  # the CLI checks the data, then the ServerApp again
+                _SAID.add(warning)
+                log.warning("%s", warning)
+        if data.cut:  # counted in the summary (data_info.texts_cut)
+            write_json(run_dir / CUTS_FILE, {"texts_cut": len(data.cut), "cut": data.cut[:100]})
         return folder, split, data.task.name
     d = cfg.data
     want = {"generator": d.benchmark, "users": users, "seed": cfg.experiment.seed,
