@@ -5,7 +5,6 @@ Flower-free, so it can be driven from the ClientApp, tests and benchmarks alike.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from clients.storage import adapter_dir, save_adapter
 from models import PromptFormatter, load_model
 from tasks import LampData, Task, UserData, load_lamp_dir
 from tasks.files import write_json
+from tasks.seeding import user_seed  # noqa: F401  (the devices' seeds, re-exported)
 from tasks.structured import to_mapping
 
 
@@ -66,11 +66,6 @@ def dataset(data_dir: str, split: str, task: str) -> LampData:
         _DATA.clear()
         _DATA[key] = load_lamp_dir(data_dir, split, task)
     return _DATA[key]
-
-
-def user_seed(run_seed: int, user_id: str) -> int:
-    """A stable per-user seed (Python's hash() is salted per process)."""
-    return int.from_bytes(hashlib.sha256(f"{run_seed}/{user_id}".encode()).digest()[:4], "big")
 
 
 def held_out(user: UserData, settings: DeviceSettings):

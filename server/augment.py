@@ -15,6 +15,7 @@ from server.prompts import augmentation_prompt, parse_candidate, relabel_prompt
 from server.settings import AugmentSettings, CloudFaults
 from tasks.catalog import Task
 from tasks.metrics import rouge
+from tasks.seeding import user_seed
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +47,20 @@ def augment(
     appears in `report.errors` with the failures by cause, never as rejected candidates.
     """
     start = time.perf_counter()
-    users = sorted(seeds)  # replies arrive in any order; batches and seeds must not depend on it
-    prompts, owners = [], []
-    for u_index, uid in enumerate(users):
+    users = sorted(seeds)
+    # a user's prompts and sampling depend on the run's seed and the user alone, never on
+    # who else is augmented in the same call: a retried, resumed or streamed user gets
+    # the same synthetic data as in an undisturbed run
+    prompts, owners, prompt_seeds = [], [], []
+    for uid in users:
+        own = user_seed(seed, uid)
         for c in range(settings.n):
-            shuffle = seed * 1_000_003 + u_index * 997 + c
-            prompts.append(augmentation_prompt(task, seeds[uid], shuffle))
+            prompts.append(augmentation_prompt(task, seeds[uid], own * 1_000_003 + c))
             owners.append(uid)
+            prompt_seeds.append(own)
     errors: dict[str, Counter] = {}
     cloud = FaultyCloud(llm, faults, seed, owners, attempt) if faults and faults.active else llm
-    texts = cloud.complete(prompts, seed) if prompts else []
+    texts = cloud.complete(prompts, prompt_seeds) if prompts else []
     candidates: dict[str, list[dict | None]] = {uid: [] for uid in users}
     for uid, text in zip(owners, texts):
         if isinstance(text, CloudError):
@@ -92,8 +97,8 @@ def _consistency(llm: CloudLLM, task: Task, seeds: Mapping[str, Sequence[dict]],
     jobs = [(uid, i) for uid, r in results.items() if seeds[uid] for i in range(len(r.kept))]
     prompts = [relabel_prompt(task, seeds[uid], results[uid].kept[i]) for uid, i in jobs]
     # an answer is one short line (a label, a headline): the task's own length is enough
-    answers = llm.complete(prompts, seed, greedy=True, max_new_tokens=task.max_new_tokens) \
-        if prompts else []
+    answers = llm.complete(prompts, [user_seed(seed, uid) for uid, _ in jobs], greedy=True,
+                           max_new_tokens=task.max_new_tokens) if prompts else []
     drop: dict[str, set[int]] = {}
     for (uid, i), ans in zip(jobs, answers):
         if isinstance(ans, CloudError):

@@ -39,13 +39,33 @@ class CloudError:
 Completion = str | CloudError
 
 
+Seeds = int | Sequence[int]
+
+
 class CloudLLM(Protocol):
     name: str
 
-    def complete(self, prompts: Sequence[str], seed: int, greedy: bool = False,
+    def complete(self, prompts: Sequence[str], seed: Seeds, greedy: bool = False,
                  max_new_tokens: int | None = None) -> list[Completion]:
-        """One continuation per prompt, cut at the first blank line, or a CloudError."""
+        """One continuation per prompt, cut at the first blank line, or a CloudError.
+
+        `seed` is one seed for all prompts or one per prompt. Prompts that share a seed
+        are a group (augmentation gives each user one): a completion depends on its
+        group only, never on what else was asked in the same call, so a user's synthetic
+        data is the same whoever else is augmented with it (a retry, a resume, a
+        stream)."""
         ...
+
+
+def groups(prompts: Sequence[str], seed: Seeds) -> list[tuple[int, list[int]]]:
+    """(seed, prompt indices) per group, in order of first appearance."""
+    seeds = [seed] * len(prompts) if isinstance(seed, int) else list(seed)
+    if len(seeds) != len(prompts):
+        raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
+    out: dict[int, list[int]] = {}
+    for i, s in enumerate(seeds):
+        out.setdefault(int(s), []).append(i)
+    return list(out.items())
 
 
 def error_cause(err: Exception) -> str:
@@ -133,23 +153,26 @@ class EmbeddedLLM:
         self.stop = BlankLineStop(self.tokenizer, should_stop)
 
     @torch.no_grad()
-    def complete(self, prompts: Sequence[str], seed: int, greedy: bool = False,
+    def complete(self, prompts: Sequence[str], seed: Seeds, greedy: bool = False,
                  max_new_tokens: int | None = None) -> list[Completion]:
         s = self.settings
         out: list[Completion] = [CloudError("stopped")] * len(prompts)
-        # sort by length so each batch pads little; results go back in input order
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-        torch.manual_seed(seed)
-        for b in range(0, len(order), s.batch_size):
-            if self.should_stop():
-                break  # the rest stay CloudError("stopped"): nothing half-done is cached
-            idx = order[b : b + s.batch_size]
-            try:
-                self._batch(prompts, idx, greedy, out, max_new_tokens or s.max_new_tokens)
-            except (RuntimeError, ValueError) as err:  # e.g. out of memory: count, go on
-                log.warning("embedded cloud batch failed: %s", err)
-                for i in idx:
-                    out[i] = CloudError(f"embedded_{type(err).__name__}")
+        for group_seed, members in groups(prompts, seed):
+            # a group is batched on its own, seeded on its own: its rows' padding, batch
+            # mates and random draws are its own whatever else is asked
+            torch.manual_seed(group_seed)
+            # sort by length so each batch pads little; results go back in input order
+            order = sorted(members, key=lambda i: len(prompts[i]))
+            for b in range(0, len(order), s.batch_size):
+                if self.should_stop():
+                    return out  # the rest stay CloudError("stopped"): nothing half-done
+                idx = order[b : b + s.batch_size]
+                try:
+                    self._batch(prompts, idx, greedy, out, max_new_tokens or s.max_new_tokens)
+                except (RuntimeError, ValueError) as err:  # e.g. out of memory: count, go on
+                    log.warning("embedded cloud batch failed: %s", err)
+                    for i in idx:
+                        out[i] = CloudError(f"embedded_{type(err).__name__}")
         return out
 
     def _batch(self, prompts: Sequence[str], idx: list[int], greedy: bool,
@@ -215,15 +238,18 @@ class OpenAILLM:
             log.warning("cloud request failed after %d retries: %s", o.max_retries, cause)
             return CloudError(cause)
 
-    def complete(self, prompts: Sequence[str], seed: int, greedy: bool = False,
+    def complete(self, prompts: Sequence[str], seed: Seeds, greedy: bool = False,
                  max_new_tokens: int | None = None) -> list[Completion]:
-        """Every prompt's completion, `concurrency` requests at a time. A stop (SIGINT,
+        """Every prompt's completion, `concurrency` requests at a time, across groups; the
+        j-th prompt of a group is sent with its group's seed + j. A stop (SIGINT,
         SIGTERM) is seen within STOP_POLL seconds: requests not answered yet come back as
         CloudError("stopped") at once, not after the endpoint's slowest answer."""
         start = time.perf_counter()
         out: list[Completion] = [CloudError("stopped")] * len(prompts)
+        request_seed = {i: group_seed + j for group_seed, members in groups(prompts, seed)
+                        for j, i in enumerate(members)}
         pool = ThreadPoolExecutor(self.settings.openai.concurrency)
-        futures = {pool.submit(self._one, p, seed + i, greedy, max_new_tokens): i
+        futures = {pool.submit(self._one, p, request_seed[i], greedy, max_new_tokens): i
                    for i, p in enumerate(prompts)}
         pending = set(futures)
         try:

@@ -12,7 +12,7 @@ import random
 import time
 from collections.abc import Sequence
 
-from server.backends import CloudError, CloudLLM, Completion
+from server.backends import CloudError, CloudLLM, Completion, Seeds
 from server.settings import CloudFaults
 
 
@@ -36,7 +36,7 @@ class FaultyCloud:
         self.owners, self.attempt = list(owners), attempt
         self.name = f"faulty:{llm.name}"
 
-    def complete(self, prompts: Sequence[str], seed: int, greedy: bool = False,
+    def complete(self, prompts: Sequence[str], seed: Seeds, greedy: bool = False,
                  max_new_tokens: int | None = None) -> list[Completion]:
         f = self.faults
         out: list[Completion | None] = [None] * len(prompts)
@@ -60,7 +60,8 @@ class FaultyCloud:
             else:
                 real.append(i)
         if real:
-            for i, text in zip(real, self.llm.complete([prompts[i] for i in real], seed,
+            seeds = seed if isinstance(seed, int) else [seed[i] for i in real]
+            for i, text in zip(real, self.llm.complete([prompts[i] for i in real], seeds,
                                                        greedy, max_new_tokens)):
                 out[i] = text
         return [o if o is not None else CloudError("missing") for o in out]

@@ -1,5 +1,7 @@
 """Augmentation prompts, candidate parsing, filters and their counts, consistency check."""
 
+import pytest
+
 from server.augment import augment
 from server.filters import filter_candidates
 from server.prompts import augmentation_prompt, parse_candidate
@@ -172,3 +174,50 @@ def test_generation_consistency_keeps_candidates_whose_output_the_cloud_agrees_w
     loose, _ = augment(Cloud(), task, seeds,
                        AugmentSettings(n=2, consistency=True, consistency_rouge=0.0), seed=0)
     assert len(loose["u0"]) == 2  # at threshold 0 every candidate agrees
+
+
+def test_a_users_synthetic_data_does_not_depend_on_who_else_is_augmented():
+    """A retried, resumed or streamed user is augmented beside other users than in an
+    undisturbed run: its prompts, batches and samples must be its own all the same."""
+    from server.backends import EmbeddedLLM
+    from server.settings import CloudSettings
+
+    class Recorder:  # what the cloud wrote for each prompt (a tiny model's kept is empty)
+        name = "recorder"
+
+        def __init__(self, llm):
+            self.llm, self.seen = llm, []
+
+        def complete(self, prompts, seed, greedy=False, max_new_tokens=None):
+            out = self.llm.complete(prompts, seed, greedy, max_new_tokens)
+            self.seen.extend(zip(prompts, out))
+            return out
+
+    task = get_task("LaMP-2")
+    llm = EmbeddedLLM(CloudSettings(model="tiny-random-1", max_new_tokens=16, batch_size=8))
+    seeds = {f"u{i}": [{"description": f"film {i} number {j} " + "word " * (i * j % 5),
+                        "tag": "comedy"} for j in range(3)] for i in range(4)}
+    settings = AugmentSettings(n=3)
+
+    def written(users):
+        rec = Recorder(llm)
+        augment(rec, task, {u: seeds[u] for u in users}, settings, seed=11)
+        return [(p, t) for p, t in rec.seen if "film 2 number" in p]  # u2's, in order
+
+    alone = written(["u2"])
+    assert len(alone) == 3 and all(isinstance(t, str) and t for _, t in alone)
+    assert written(["u0", "u1", "u2", "u3"]) == alone
+    assert written(["u2", "u3"]) == alone
+
+
+def test_grouped_seeds_batch_each_group_on_its_own():
+    from server.backends import EmbeddedLLM
+    from server.settings import CloudSettings
+
+    llm = EmbeddedLLM(CloudSettings(model="tiny-random-1", max_new_tokens=8, batch_size=4))
+    a = ["one prompt", "another, longer prompt here"]
+    b = ["x", "a third prompt of b", "b again"]
+    both = llm.complete(a + b, [1, 1, 2, 2, 2])
+    assert both[:2] == llm.complete(a, 1) and both[2:] == llm.complete(b, 2)
+    with pytest.raises(ValueError, match="2 seeds for 3 prompts"):
+        llm.complete(b, [1, 2])

@@ -46,7 +46,7 @@ def _strategy(tmp_path, services):
 def _services(**kw):
     base = dict(train_pooled=lambda method, pooled: _arrays(0.0),
                 initial_adapter=lambda method: _arrays(0.0),
-                answer=lambda prompts: ["comedy"] * len(prompts))
+                answer=lambda prompts, owners: ["comedy"] * len(prompts))
     return Services(**{**base, **kw})
 
 
@@ -137,7 +137,8 @@ def test_cloud_answers_each_users_own_prompts_and_failures_are_cloud_errors(tmp_
             scored[node] = json.loads(msg.content[f"answers/u{node}"]["items"])
         return _reply(msg, node, {"accuracy": 1.0})
 
-    def answer(prompts):
+    def answer(prompts, owners):
+        assert owners == [f"u{n}" for n in (1, 1, 2, 2, 3, 3)]  # each prompt's own user
         return [CloudError("timeout") if p.startswith("q3") else p.upper() for p in prompts]
 
     s = _strategy(tmp_path, _services(answer=answer))

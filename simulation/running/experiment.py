@@ -23,6 +23,7 @@ from tasks import Task, get_task, load_lamp_dir
 from tasks.benchmark import GENERATORS, make_benchmark
 from tasks.files import load_stored, write_json
 from tasks.lamp import check_experiment_data
+from tasks.seeding import user_seed
 from tasks.structured import to_mapping
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,6 @@ def _services(cfg: Config, task, cloud) -> Services:
 
     def fresh_adapter(name: str):
         from clients.adapter_slot import reset_adapter
-        from clients.device import user_seed
 
         rt = device_model()
         reset_adapter(rt.model, user_seed(cfg.experiment.seed, name))
@@ -137,7 +137,7 @@ def _services(cfg: Config, task, cloud) -> Services:
         return ArrayRecord(torch_state_dict=adapter_state(rt))
 
     def train_pooled(method: str, pooled: dict[str, list[dict]]) -> ArrayRecord:
-        from clients.device import runtime, user_seed
+        from clients.device import runtime
         from clients.methods.shared_lora import train_pooled as train
 
         examples = [ex for u in sorted(pooled) for ex in task.profile_pairs(pooled[u])]
@@ -147,9 +147,9 @@ def _services(cfg: Config, task, cloud) -> Services:
                  len(examples), report.seconds)
         return ArrayRecord(torch_state_dict=state)
 
-    def answer(prompts: list[str]) -> list:
-        return cloud().complete(prompts, cfg.experiment.seed, greedy=True,
-                                max_new_tokens=task.max_new_tokens)
+    def answer(prompts: list[str], owners: list[str]) -> list:
+        return cloud().complete(prompts, [user_seed(cfg.experiment.seed, u) for u in owners],
+                                greedy=True, max_new_tokens=task.max_new_tokens)
 
     return Services(train_pooled, lambda method: as_record(fresh_adapter(method)), answer,
                     cfg.fedavg)

@@ -43,7 +43,9 @@ class Services:
 
     train_pooled: Callable[[str, dict[str, list[dict]]], ArrayRecord]  # (method, pool)
     initial_adapter: Callable[[str], ArrayRecord]  # (method): e.g. FedAvg's round 0
-    answer: Callable[[list[str]], list]  # cloud: str or a CloudError per prompt
+    # the cloud's answer to each prompt (str or a CloudError), given each prompt's user:
+    # a user's answers depend on its own prompts only
+    answer: Callable[[list[str], list[str]], list]
     fedavg: object = None  # strategies.methods.fedavg_lora.FedAvgSettings
 
 

@@ -32,7 +32,8 @@ def run(s: Coordinator, grid: Grid, method: str, users: list[str], attempt: int,
     failed = s.exchange(grid, msgs, method, attempt, parse_prompts, commit)
     asked = sorted(prompts)
     flat = [p for u in asked for p in prompts[u]]
-    answers = s.services.answer(flat) if flat else []
+    owners = [u for u in asked for _ in prompts[u]]  # each user's answers are its own batch
+    answers = s.services.answer(flat, owners) if flat else []
     if s.should_stop():  # answers the stop cut short are not the cloud's failures
         raise RunStopped("stopped while the cloud answered")
     by_user: dict[str, list] = {}
