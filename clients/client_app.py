@@ -65,7 +65,10 @@ def handler(fn: Handler) -> Callable[[Message, Context], Message]:
     @functools.wraps(fn)
     def wrapped(msg: Message, context: Context) -> Message:
         req = Request.from_config(msg.content["config"])
-        mark_started(req.run_dir, msg.metadata.message_id)
+        if not mark_started(req.run_dir, msg.metadata.message_id):
+            # timed out while queued: the server gave it up and sent a retry, so the work
+            # is skipped rather than done for nobody (the retry waits behind it)
+            return Message(content=RecordDict(), reply_to=msg)
         log_to_run_dir(req.run_dir)
         task, held = _cohort(context, req)
         by_id = {u.user_id: u for u in held}

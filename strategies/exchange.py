@@ -29,7 +29,7 @@ from flwr.serverapp import Grid
 from strategies.accounting import Cohort, Exchange, Ledger
 from strategies.failures import FailureLog
 from strategies.replies import ANSI, Items, NonFinite, View, error_detail, error_reason
-from tasks.files import INFLIGHT_DIR
+from tasks.files import INFLIGHT_DIR, give_up
 
 log = logging.getLogger(__name__)
 POLL_GAP = 4  # seconds between pulls, in units of the last pull's own duration
@@ -156,12 +156,14 @@ class DeviceExchange:
                     started[mid] = last_progress = now
                 for mid, t0 in list(started.items()):
                     if now - t0 > timeout:
-                        self._timeout(method, attempt, sent.pop(mid), failed,
+                        self._timeout(method, attempt, mid, sent.pop(mid), failed,
                                       f"no reply {timeout:g} s after the device started")
                         started.pop(mid)
+                        # the devices are alive, only slow: their workers come free now
+                        last_progress = now
                 if sent and now - last_progress > timeout:
                     for mid in list(sent):
-                        self._timeout(method, attempt, sent.pop(mid), failed,
+                        self._timeout(method, attempt, mid, sent.pop(mid), failed,
                                       f"nothing started or replied for {timeout:g} s")
                         started.pop(mid, None)
             if sent:  # a pull costs in proportion to the ids in flight: wait a few pulls'
@@ -245,8 +247,9 @@ class DeviceExchange:
         self._fail(method, user, "cloud_error", f"{what} failed: {detail}", attempt, failed,
                    causes=dict(causes))
 
-    def _timeout(self, method: str, attempt: int, s: _Sent, failed: dict[str, str],
-                 detail: str) -> None:
+    def _timeout(self, method: str, attempt: int, mid: str, s: _Sent,
+                 failed: dict[str, str], detail: str) -> None:
+        give_up(self.run_dir, mid)  # a device reaching it later skips it
         for user in s.whom():
             down, records_down = s.request.view_bytes(user)
             self.ledger.record(Exchange(method, s.kind, user, "timeout", down, 0,

@@ -136,9 +136,27 @@ LOG_FILE = "run.log"  # every process of a run appends its log lines here
 INFLIGHT_DIR = ".inflight"
 
 
-def mark_started(run_dir: Path | str, message_id: str) -> None:
+# ... and the server drops one in GIVEN_UP when it times a message out: a device that
+# reaches it later (it was queued behind busy workers) skips the work nobody waits for
+GIVEN_UP = "given-up"
+
+
+def mark_started(run_dir: Path | str, message_id: str) -> bool:
+    """Say the work of `message_id` starts now; False if the server has given it up."""
     if not message_id or "/" in message_id:  # a message never sent through a Grid
-        return
+        return True
     folder = Path(run_dir) / INFLIGHT_DIR
+    if (folder / GIVEN_UP / message_id).exists():
+        return False
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / message_id).touch()
+    return True
+
+
+def give_up(run_dir: Path | str, message_id: str) -> None:
+    """The server no longer waits for `message_id`'s reply (it timed out): a device that
+    has not started it yet must not (with timed-out messages still queued, a retry would
+    wait behind all of them, time out in turn, and so on)."""
+    folder = Path(run_dir) / INFLIGHT_DIR / GIVEN_UP
     folder.mkdir(parents=True, exist_ok=True)
     (folder / message_id).touch()

@@ -308,11 +308,13 @@ def test_a_killed_runs_lock_is_taken_over(tmp_path):
 
 def test_a_killed_sessions_start_markers_are_cleared(tmp_path):
     from simulation.running.guards import clear_stale_markers
-    from tasks.files import INFLIGHT_DIR, mark_started
+    from tasks.files import INFLIGHT_DIR, give_up, mark_started
 
     for mid in ("a1", "b2", "c3"):
         mark_started(tmp_path, mid)
-    assert clear_stale_markers(tmp_path) == 3
+    give_up(tmp_path, "d4")
+    assert not mark_started(tmp_path, "d4")  # a device skips a message given up on
+    assert clear_stale_markers(tmp_path) == 4  # three markers and the given-up folder
     assert list((tmp_path / INFLIGHT_DIR).iterdir()) == []
     assert clear_stale_markers(tmp_path / "nothing-here") == 0
 

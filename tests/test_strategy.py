@@ -220,7 +220,9 @@ def test_a_timeout_counts_from_when_the_device_starts_not_from_the_push(tmp_path
     assert set(res.per_user) == {"u1", "u2"}  # u2 waited its turn and did not time out
     assert "after the device started" in res.failures["u3"]
     assert "nothing started or replied" in res.failures["u4"]
-    assert not list((tmp_path / ".inflight").iterdir())  # markers cleaned up
+    # start markers cleaned up; the two timed-out messages are marked given up
+    assert [p.name for p in (tmp_path / ".inflight").iterdir()] == ["given-up"]
+    assert len(list((tmp_path / ".inflight" / "given-up").iterdir())) == 2
 
 
 def test_failed_devices_are_retried_and_the_failure_stays_in_the_log(tmp_path):
@@ -612,3 +614,49 @@ def test_failures_cut_off_by_a_full_disk_are_restored_from_the_ledger_on_resume(
     stored = [json.loads(line) for line in (tmp_path / "failures.jsonl").read_text().splitlines()]
     assert stored == again.failures.entries and stored[0]["restored"] is True
     assert _strategy(tmp_path).failures.entries == stored  # restored once, not per session
+
+
+def test_messages_timed_out_while_queued_are_skipped_and_the_retry_is_not_starved(tmp_path):
+    """One worker, busy past the timeout: the messages queued behind it time out, and are
+    given up. When the worker comes free it skips them (as the device's handler does) and
+    the retries go through, instead of every retry timing out behind stale messages."""
+    from tasks.files import mark_started
+
+    class OneWorker(ScriptedGrid):
+        def __init__(self, nodes):
+            super().__init__(nodes, None)
+            self.queue, self.busy_until, self.skipped = [], 0.0, 0
+
+        def push_messages(self, messages):
+            ids = []
+            for i, msg in enumerate(messages):
+                mid = f"m{len(self.sent)}-{i}"
+                msg.metadata.__dict__["_message_id"] = mid
+                self.sent.append(msg)
+                self.queue.append((mid, msg))
+                ids.append(mid)
+            return ids
+
+        def pull_messages(self, ids):
+            now = time.time()
+            if now >= self.busy_until and self.queue:
+                mid, msg = self.queue.pop(0)
+                node = msg.metadata.dst_node_id
+                if not mark_started(tmp_path, mid):
+                    self.skipped += 1
+                else:
+                    kind = msg.metadata.message_type
+                    slow = kind == "evaluate" and msg.content["config"]["attempt"] == 0 \
+                        and node == 1
+                    self.busy_until = now + (0.6 if slow else 0.0)
+                    user = f"u{node}"
+                    self.pending[mid] = _reply(msg, user, {} if kind == "query.user"
+                                               else {"accuracy": 1.0})
+            return super().pull_messages(ids)
+
+    s = _strategy(tmp_path, timeout=0.4, retries=2)
+    grid = OneWorker([1, 2, 3])
+    s.discover(grid)
+    res = s.run_method(grid, "zero_shot")
+    assert sorted(res.per_user) == ["u1", "u2", "u3"] and not res.failures
+    assert grid.skipped >= 1  # the stale copies were skipped, not worked on

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import re
+import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,7 +63,10 @@ def clear_stale_markers(run_dir: Path) -> int:
     except FileNotFoundError:
         return 0
     for marker in stale:
-        marker.unlink(missing_ok=True)
+        if marker.is_dir():  # the given-up markers
+            shutil.rmtree(marker, ignore_errors=True)
+        else:
+            marker.unlink(missing_ok=True)
     if stale:
         log.info("removed %d stale device start markers from %s", len(stale), folder)
     return len(stale)
