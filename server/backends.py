@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
-from transformers import StoppingCriteriaList
+from transformers import LogitsProcessorList, StoppingCriteriaList
 
 from models.context import clip, context_tokens
+from server.sampling import TemperatureTopP
 from server.settings import CloudSettings
 
 log = logging.getLogger(__name__)
@@ -184,10 +185,15 @@ class EmbeddedLLM:
                              max_length=room)
         enc = enc.to(self.model.device)
         self.stop.prompt_len = enc["input_ids"].shape[1]
+        sample = not greedy and s.temperature > 0
+        if sample and s.sampler == "fast":  # the same tokens kept, no vocabulary sort
+            how = dict(temperature=1.0, top_p=1.0, logits_processor=LogitsProcessorList(
+                [TemperatureTopP(s.temperature, s.top_p)]))
+        else:
+            how = dict(temperature=s.temperature if sample else None,
+                       top_p=s.top_p if sample else None)
         gen = self.model.generate(
-            **enc, max_new_tokens=max_new_tokens, do_sample=not greedy and s.temperature > 0,
-            temperature=s.temperature if not greedy else None,
-            top_p=s.top_p if not greedy else None, top_k=None,
+            **enc, max_new_tokens=max_new_tokens, do_sample=sample, top_k=None, **how,
             stopping_criteria=StoppingCriteriaList([self.stop]),
             pad_token_id=self.tokenizer.pad_token_id,
         )

@@ -44,6 +44,10 @@ class CloudSettings:
     max_new_tokens: int = field(default=64, metadata={"help": "tokens per candidate"})
     temperature: float = field(default=0.8, metadata={"help": "sampling temperature"})
     top_p: float = 0.95
+    sampler: Literal["fast", "transformers"] = field(default="fast", metadata={
+        "help": "embedded backend: 'fast' keeps transformers' top-p tokens without sorting "
+                "the vocabulary each step (server/sampling.py); 'transformers' is its own "
+                "warpers, kept to measure against"})
     threads: int = field(default=0, metadata={"help": "torch threads; 0 = leave"})
     openai: OpenAISettings = field(default_factory=OpenAISettings)
 
