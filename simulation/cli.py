@@ -111,6 +111,11 @@ def _bench(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--users", type=int, default=users)
         if name == "device":
             p.add_argument("--out", type=Path, help="keep adapters here (default: a temp dir)")
+        if name == "cloud":
+            p.add_argument("--batch-sizes", default="", metavar="B1,B2,...",
+                           help="cloud.batch_size values to run in turn (default: the config's)")
+            p.add_argument("--no-bounds", action="store_true",
+                           help="skip the prefill/decode/sampling split and its bounds")
         p.set_defaults(fn=fn)
 
     sim = bsub.add_parser("sim", help="orchestration overhead per user per round: Flower's "

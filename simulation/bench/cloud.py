@@ -1,8 +1,11 @@
-"""`cdcda bench cloud`: augmentation throughput of the configured cloud backend."""
+"""`cdcda bench cloud`: augmentation throughput of the configured cloud backend, at
+several batch sizes, and for the embedded backend where its time goes (prefill, decode,
+sampling) against the machine's matmul ceiling and memory bandwidth."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
@@ -10,10 +13,11 @@ from pathlib import Path
 
 
 def main(args: argparse.Namespace) -> int:
-    """Augmentation throughput of the configured cloud backend over N users' seeds."""
+    """Throughput over N users' seeds; JSON on stdout."""
     from clients.seeds import select_seeds
     from server.augment import augment
-    from server.backends import make_backend
+    from server.backends import EmbeddedLLM, make_backend
+    from server.prompts import augmentation_prompt
     from simulation.config import DEFAULT_CONFIG, load_config
     from simulation.running.experiment import prepare_data
     from tasks import load_lamp_dir
@@ -28,14 +32,34 @@ def main(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     llm = make_backend(cfg.cloud)
     load = time.perf_counter() - start
-    items, report = augment(llm, data.task, seeds, cfg.augment, cfg.experiment.seed)
-    totals = report.totals()
-    print(json.dumps({
-        "backend": llm.name, "task": task, "users": len(users), "n": cfg.augment.n,
-        "load_seconds": round(load, 2), "augment_seconds": round(report.seconds, 2),
-        "candidates_per_second": round(totals["generated"] / report.seconds, 3),
-        "generated_tokens": getattr(llm, "generated_tokens", None),
-        "kept_share": round(totals["kept"] / max(totals["generated"], 1), 3),
-        "counts": totals,
-    }))
+    sizes = [int(b) for b in args.batch_sizes.split(",")] if args.batch_sizes else \
+        [cfg.cloud.batch_size]
+    runs = {}
+    for size in sizes:  # a user's candidates are one group: batches are at most n
+        if isinstance(llm, EmbeddedLLM):
+            llm.settings = dataclasses.replace(llm.settings, batch_size=size)
+        before = getattr(llm, "generated_tokens", 0)
+        items, report = augment(llm, data.task, seeds, cfg.augment, cfg.experiment.seed)
+        totals = report.totals()
+        tokens = getattr(llm, "generated_tokens", 0) - before
+        runs[size] = {
+            "augment_seconds": round(report.seconds, 2),
+            "candidates_per_second": round(totals["generated"] / report.seconds, 3),
+            "generated_tokens": tokens,
+            "generated_tokens_per_second": round(tokens / report.seconds, 1),
+            "kept_share": round(totals["kept"] / max(totals["generated"], 1), 3),
+            "counts": totals,
+        }
+    out = {"backend": llm.name, "task": task, "users": len(users), "n": cfg.augment.n,
+           "sampler": cfg.cloud.sampler, "dtype": cfg.cloud.dtype,
+           "load_seconds": round(load, 2), **runs[sizes[0]],
+           "by_batch_size": runs if len(sizes) > 1 else None}
+    if isinstance(llm, EmbeddedLLM) and not args.no_bounds:
+        from simulation.bench.cloud_bounds import split as time_split
+
+        first = users[0]
+        prompts = [augmentation_prompt(data.task, seeds[first], c)
+                   for c in range(min(cfg.augment.n, cfg.cloud.batch_size))]
+        out["bounds"] = time_split(llm, prompts, cfg.cloud.max_new_tokens)
+    print(json.dumps(out))
     return 0

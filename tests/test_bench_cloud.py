@@ -1,0 +1,23 @@
+"""`cdcda bench cloud`: throughput at several batch sizes and the bound shares."""
+
+import json
+import math
+
+from simulation.cli import main
+
+
+def test_bench_cloud_reports_batch_sizes_and_where_the_time_goes(capsys):
+    assert main(["bench", "cloud", "--config", "configs/tiny.toml", "--users", "2",
+                 "--batch-sizes", "1,2"]) == 0
+    out = json.loads(capsys.readouterr().out)  # stdout is the JSON and nothing else
+    assert set(out["by_batch_size"]) == {"1", "2"}
+    for run in out["by_batch_size"].values():
+        assert run["counts"]["generated"] == 4 and run["candidates_per_second"] > 0
+    b = out["bounds"]
+    for key in ("prefill_share_of_matmul_ceiling", "decode_share_of_bandwidth_bound",
+                "prefill_tokens_per_second", "decode_tokens_per_second",
+                "matmul_ceiling_tflops", "copy_bandwidth_gb_per_second"):
+        assert math.isfinite(b[key]) and b[key] > 0, key
+    assert 0 < b["decode_share_of_bandwidth_bound"] <= 1.5  # a bound, up to timing noise
+    assert set(b["sampling_seconds_per_step"]) == {"transformers", "fast"}
+    assert "non-embedding parameters" in b["formula"]
