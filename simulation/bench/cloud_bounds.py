@@ -3,7 +3,8 @@
 Prefill is compute: its useful FLOPs over the measured matmul ceiling (in the cloud's
 dtype). Decode is memory: each step reads every weight once, so the weight bytes over the
 measured copy bandwidth bound a step from below; the share is that bound over the step's
-measured time. Sampling is timed on its own, on logits of the vocabulary's width.
+measured time. Sampling is timed on its own, on the prompts' own next-token logits: transformers'
+warpers and draw, and the NucleusSampler (server/sampling.py).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 
 from models.context import clip, context_tokens
-from server.sampling import TemperatureTopP
+from server.sampling import NucleusSampler
 
 FORMULA = ("prefill FLOPs = 2 x (non-embedding parameters) x prompt tokens + 2 x hidden x "
            "vocabulary per prompt (its last position's logits); decode bound per step = "
@@ -73,16 +74,19 @@ def split(llm, prompts: list[str], new_tokens: int) -> dict:
                    do_sample=False, pad_token_id=tok.pad_token_id)
     step = (time.perf_counter() - start - prefill) / max(new_tokens - 1, 1)
     vocab = model.get_output_embeddings().weight.shape[0]
-    logits = torch.randn(len(prompts), vocab) * 4
+    # the prompts' own next-token logits: a real distribution's nucleus, not noise's
+    logits = model(**enc, logits_to_keep=1).logits[:, -1].float()
     ids = enc["input_ids"]
     sampling = {}
     for name, fn in (("transformers", lambda x: TopPLogitsWarper(s.top_p)(
                          ids, TemperatureLogitsWarper(s.temperature)(ids, x))),
-                     ("fast", lambda x: TemperatureTopP(s.temperature, s.top_p)(ids, x))):
+                     ("fast", lambda x: NucleusSampler(s.temperature, s.top_p, 0)(ids, x))):
         fn(logits)
         start = time.perf_counter()
-        for _ in range(5):
-            torch.multinomial(fn(logits).softmax(-1), 1)
+        for _ in range(5):  # transformers then draws over the vocabulary; fast has drawn
+            scores = fn(logits)
+            torch.multinomial(scores.softmax(-1), 1) if name == "transformers" \
+                else scores.argmax(-1)
         sampling[name] = round((time.perf_counter() - start) / 5, 5)
     total, body, size = _params(model)
     hidden = model.get_input_embeddings().weight.shape[1]
