@@ -78,6 +78,10 @@ class AugmentSettings:
         "help": "generation tasks: least ROUGE-L between the candidate's output and the "
                 "cloud's re-answer for the candidate to be kept"})
     max_kept: int = field(default=0, metadata={"help": "synthetic examples per user; 0 = all"})
+    pipeline: bool = field(default=True, metadata={
+        "help": "a user's training starts as soon as its own synthetic data is ready, "
+                "while the cloud writes the next users' (same data, same adapters: each "
+                "user's augmentation is its own); false: every user's augmentation first"})
     fallback: Literal["none", "real_only"] = field(default="none", metadata={
         "help": "a user whose augmentation failed (cloud errors) after every retry: 'none' "
                 "leaves them failed, to be retried on the next run; 'real_only' trains "

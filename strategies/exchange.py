@@ -114,7 +114,9 @@ class DeviceExchange:
 
     def exchange(self, grid: Grid, messages: list[Message], method: str, attempt: int,
                  parse: Callable[[View], object],
-                 commit: Callable[[View, object], None]) -> dict[str, str]:
+                 commit: Callable[[View, object], None],
+                 more: Callable[[], tuple[list[Message], bool]] | None = None,
+                 busy: list[tuple[float, float]] | None = None) -> dict[str, str]:
         """Push messages and handle replies as they come; returns failures by user.
 
         For each user of a reply, `parse` checks its view (raising BadReply or anything
@@ -123,21 +125,50 @@ class DeviceExchange:
         a marker file named after the message), so users queued behind busy workers never
         time out for waiting; if nothing starts or replies for `timeout` seconds the rest
         are timed out too. A message's failure (error, timeout) is each of its users'.
+
+        `more()` streams further messages in: it returns those ready now and whether
+        none will follow (a pipeline: users train as their data comes). While none are
+        in flight nothing can time out. `busy` gets the (start, end) perf_counter spans
+        in which some message was in flight.
         """
         timeout = self.timeout
         sent: dict[str, _Sent] = {}
-        ids = grid.push_messages(messages)
-        for mid, msg in zip(ids, messages):
-            users = json.loads(str(msg.content["config"].get("users", "[]")))
-            sent[mid] = _Sent(msg.metadata.dst_node_id, msg.metadata.message_type, users,
-                              Cohort(msg.content), int(msg.content["config"].get("round", 0)))
+        ids: list[str] = []
+
+        def push(batch: list[Message]) -> None:
+            pushed = grid.push_messages(batch)
+            ids.extend(pushed)
+            for mid, msg in zip(pushed, batch):
+                users = json.loads(str(msg.content["config"].get("users", "[]")))
+                sent[mid] = _Sent(msg.metadata.dst_node_id, msg.metadata.message_type, users,
+                                  Cohort(msg.content),
+                                  int(msg.content["config"].get("round", 0)))
+
+        if messages:
+            push(messages)
+        done = more is None
         failed: dict[str, str] = {}
         started: dict[str, float] = {}
         inflight = self.run_dir / INFLIGHT_DIR
         last_progress = last_scan = time.time()
-        while sent:
+        tick = time.perf_counter()
+        while sent or not done:
             if self.should_stop():
                 raise RunStopped(f"stopped during {method} with {len(sent)} users in flight")
+            if busy is not None:
+                now_tick = time.perf_counter()
+                if sent:
+                    busy.append((tick, now_tick))
+                tick = now_tick
+            if not done:
+                batch, done = more()
+                if batch:
+                    push(batch)
+                    last_progress = time.time()
+                if not sent:
+                    time.sleep(0.05)  # waiting for the producer, not for devices
+                    last_progress = time.time()
+                    continue
             asked = time.perf_counter()
             replies = list(grid.pull_messages(list(sent)))
             poll = time.perf_counter() - asked

@@ -39,6 +39,7 @@ class StrategySettings:
     sample: int = 0
     seed: int = 0
     fallback: str = "none"  # "real_only": train users whose augmentation failed on real data
+    pipeline: bool = True  # a user trains as soon as its own synthetic data is ready
 
 
 class AugmentationStrategy(DeviceExchange):

@@ -196,7 +196,8 @@ def build_strategy(cfg: Config, run_dir: Path, should_stop: Callable[[], bool]
 
     rt = cfg.runtime
     settings = StrategySettings(rt.timeout, rt.retries, cfg.experiment.sample,
-                                cfg.experiment.seed, cfg.augment.fallback)
+                                cfg.experiment.seed, cfg.augment.fallback,
+                                cfg.augment.pipeline)
     strategy = AugmentationStrategy(request, run_dir, augmenter,
                                     Ledger(run_dir / LEDGER_FILE),
                                     FailureLog(run_dir / FAILURES_FILE), settings,
