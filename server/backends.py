@@ -20,6 +20,7 @@ import torch
 from transformers import LogitsProcessorList, StoppingCriteriaList
 
 from models.context import clip, context_tokens
+from server.embedded_model import load_once, resolve_dtype
 from server.sampling import NucleusSampler
 from server.settings import CloudSettings
 
@@ -123,53 +124,6 @@ class BlankLineStop:
         return hit
 
 
-# Per-process cache (the one allowed global state): the last embedded cloud model loaded, so
-# a sweep's points, run one after another in one process, load it once.
-_LOADED: dict[tuple[str, str, str], object] = {}
-
-
-def resolve_dtype(settings: CloudSettings) -> str:
-    """cloud.dtype, with 'auto' made concrete: bfloat16 where it is computed natively."""
-    if settings.dtype != "auto":
-        return settings.dtype
-    from models.loading import pick_device
-
-    if pick_device(settings.accelerator) == "cuda":
-        return "bfloat16"
-    return "bfloat16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "float32"
-
-
-class FlatHead(torch.nn.Module):
-    """The LM head over [rows, hidden]. On a 3-D slice in bfloat16 on the CPU, at::matmul
-    went through bmm and copied the 262,144 x 640 head once per row: 4.9 s of a 5.5 s
-    prefill of 8 prompts (flat, 0.36 s). The head module itself (its tied weight) is kept."""
-
-    def __init__(self, head: torch.nn.Module):
-        super().__init__()
-        self.head = head
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.head.weight
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x.reshape(-1, x.shape[-1])).view(*x.shape[:-1], -1)
-
-
-def _load_once(settings: CloudSettings):
-    from models import load_model
-
-    key = (settings.model, resolve_dtype(settings), settings.accelerator)
-    if key not in _LOADED:
-        _LOADED.clear()  # one cloud model resident at a time
-        loaded = load_model(*key)
-        if key[1] == "bfloat16" and isinstance(loaded.model.get_output_embeddings(),
-                                               torch.nn.Linear):
-            loaded.model.set_output_embeddings(FlatHead(loaded.model.get_output_embeddings()))
-        _LOADED[key] = loaded
-    return _LOADED[key]
-
-
 class EmbeddedLLM:
     """A transformers causal LM in this process, with length-sorted batched sampling."""
 
@@ -177,7 +131,7 @@ class EmbeddedLLM:
         if settings.threads:
             torch.set_num_threads(settings.threads)
         self.settings = settings
-        loaded = _load_once(settings)
+        loaded = load_once(settings)
         self.model, self.tokenizer = loaded.model, loaded.tokenizer
         self.name = f"embedded:{settings.model}"
         self.dtype = resolve_dtype(settings)
