@@ -104,7 +104,9 @@ def _bench(sub: argparse._SubParsersAction) -> None:
              "figures a device would see (load, seconds per step and per user, tokens/s, "
              "peak memory)."),
             ("cloud", commands.bench_cloud, 4,
-             "Augmentation throughput of the configured cloud backend over N users' seeds.")):
+             "Augmentation throughput of the configured cloud backend over N users' seeds, "
+             "and for the embedded model prefill, decode and sampling against the "
+             "machine's matmul ceiling and memory bandwidth.")):
         p = bsub.add_parser(name, help=doc)
         p.add_argument("--config", type=Path)
         p.add_argument("--set", action="append", metavar="KEY=VALUE")
