@@ -22,7 +22,7 @@ from clients.storage import adapter_dir, save_adapter
 from models import PromptFormatter, load_model
 from tasks import LampData, Task, UserData, load_lamp_dir
 from tasks.files import write_json
-from tasks.seeding import user_seed  # noqa: F401  (the devices' seeds, re-exported)
+from tasks.seeding import user_seed
 from tasks.structured import to_mapping
 
 

@@ -129,7 +129,7 @@ class DeviceExchange:
         `more()` streams further messages in: it returns those ready now and whether
         none will follow (a pipeline: users train as their data comes). While none are
         in flight nothing can time out. `busy` gets the (start, end) perf_counter spans
-        in which some message was in flight.
+        in which some message was in flight, disjoint and in order.
         """
         timeout = self.timeout
         sent: dict[str, _Sent] = {}
@@ -157,7 +157,9 @@ class DeviceExchange:
                 raise RunStopped(f"stopped during {method} with {len(sent)} users in flight")
             if busy is not None:
                 now_tick = time.perf_counter()
-                if sent:
+                if sent and busy and busy[-1][1] == tick:  # still in flight: one span
+                    busy[-1] = (busy[-1][0], now_tick)
+                elif sent:
                     busy.append((tick, now_tick))
                 tick = now_tick
             if not done:

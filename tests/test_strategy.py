@@ -38,11 +38,15 @@ class ScriptedGrid:
             mid = f"m{len(self.sent)}-{i}"
             msg.metadata.__dict__["_message_id"] = mid
             self.sent.append(msg)
-            reply = self.behaviour(msg.metadata.dst_node_id, msg)
-            if reply is not None:
-                self.pending[mid] = reply
+            self.receive(mid, msg)
             ids.append(mid)
         return ids
+
+    def receive(self, mid, msg):
+        """A message arrives: its reply, if any, waits to be pulled."""
+        reply = self.behaviour(msg.metadata.dst_node_id, msg)
+        if reply is not None:
+            self.pending[mid] = reply
 
     def pull_messages(self, ids):
         out = [self.pending.pop(i) for i in list(ids) if i in self.pending]
@@ -627,15 +631,8 @@ def test_messages_timed_out_while_queued_are_skipped_and_the_retry_is_not_starve
             super().__init__(nodes, None)
             self.queue, self.busy_until, self.skipped = [], 0.0, 0
 
-        def push_messages(self, messages):
-            ids = []
-            for i, msg in enumerate(messages):
-                mid = f"m{len(self.sent)}-{i}"
-                msg.metadata.__dict__["_message_id"] = mid
-                self.sent.append(msg)
-                self.queue.append((mid, msg))
-                ids.append(mid)
-            return ids
+        def receive(self, mid, msg):  # queued for the one worker, answered in pull
+            self.queue.append((mid, msg))
 
         def pull_messages(self, ids):
             now = time.time()

@@ -16,20 +16,11 @@ from transformers.generation.logits_process import TemperatureLogitsWarper, TopP
 
 from models.context import clip, context_tokens
 from server.sampling import NucleusSampler
+from simulation.bench.ceiling import matmul_ceiling
 
 FORMULA = ("prefill FLOPs = 2 x (non-embedding parameters) x prompt tokens + 2 x hidden x "
            "vocabulary per prompt (its last position's logits); decode bound per step = "
            "bytes of every parameter (the tied head read once) / measured copy bandwidth")
-
-
-def matmul_ceiling(dtype: torch.dtype, n: int = 2048, repeat: int = 5) -> float:
-    """FLOP/s of a large square matmul in `dtype` on the CPU: the practical ceiling."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b  # warm up
-    start = time.perf_counter()
-    for _ in range(repeat):
-        a @ b
-    return 2 * n**3 * repeat / (time.perf_counter() - start)
 
 
 def copy_bandwidth(mib: int = 512, repeat: int = 5) -> float:
@@ -91,7 +82,8 @@ def split(llm, prompts: list[str], new_tokens: int) -> dict:
     total, body, size = _params(model)
     hidden = model.get_input_embeddings().weight.shape[1]
     flops = 2 * body * tokens + 2 * hidden * vocab * len(prompts)
-    ceiling = matmul_ceiling(next(model.parameters()).dtype)
+    weight = next(model.parameters())
+    ceiling = matmul_ceiling(weight.device, weight.dtype, n=2048)
     bandwidth = copy_bandwidth()
     bound = size / bandwidth
     return {

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from simulation.bench.ceiling import matmul_ceiling, sync
+
 FLOPS_FORMULA = (
     "per train token: 4*N_body (base forward 2*N_body + backward for activations only "
     "2*N_body; frozen base: no weight gradients) + 6*N_lora (LoRA forward, input and "
@@ -30,24 +32,6 @@ FLOPS_FORMULA = (
     "useful FLOPs are counted for every path: full-vocabulary logits over prompt tokens "
     "(path a computes them) are not useful work."
 )
-
-
-def matmul_ceiling(device: torch.device, n: int = 4096, repeat: int = 5) -> float:
-    """FLOP/s of a large bf16 matmul on this device: the practical ceiling."""
-    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    a @ b  # warm up
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(repeat):
-        a @ b
-    _sync(device)
-    return 2 * n**3 * repeat / (time.perf_counter() - start)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def _shape(rt) -> dict:
@@ -76,7 +60,7 @@ def useful_flops(shape: dict, tokens: int, answer_tokens: int, mean_len: float) 
 
 def _jobs(data, users, run_seed, examples: int):
     from clients.cohort_trainer import CohortJob
-    from clients.device import user_seed
+    from tasks.seeding import user_seed
 
     jobs = []
     for u in users:
@@ -114,10 +98,10 @@ def _cohorts(rt, jobs, settings, k: int):
 
 
 def _timed(fn, device):
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     out = fn()
-    _sync(device)
+    sync(device)
     return out, time.perf_counter() - start
 
 

@@ -136,9 +136,8 @@ class _Pipeline:
         self.cloud: list[tuple[float, float]] = []  # perf_counter spans of augmentation
         self.queue: queue.Queue = queue.Queue()
         self.left = len(self.todo)
-        self.thread = threading.Thread(target=self._produce, args=(s, seeds, attempt),
-                                       name="cdcda-cloud", daemon=True)
-        self.thread.start()
+        threading.Thread(target=self._produce, args=(s, seeds, attempt), name="cdcda-cloud",
+                         daemon=True).start()
 
     def _produce(self, s: Coordinator, seeds: dict[str, list[dict]], attempt: int) -> None:
         for node_users in self.todo:
@@ -172,10 +171,9 @@ class _Pipeline:
                busy: list[tuple[float, float]]) -> None:
         """Log and keep (pipeline.json, summed over attempts and sessions) how long the
         cloud and the devices each worked, and both at once."""
-        spans = _merged(busy)
         figures = {"seconds": wall, "cloud_seconds": sum(b - a for a, b in self.cloud),
-                   "devices_seconds": sum(b - a for a, b in spans),
-                   "both_seconds": _overlap(self.cloud, spans)}
+                   "devices_seconds": sum(b - a for a, b in busy),
+                   "both_seconds": _overlap(self.cloud, busy)}
         log.info("%s: cloud busy %.1f s, devices %.1f s, both at once %.1f s of %.1f s "
                  "(%.0f%%)", method, figures["cloud_seconds"], figures["devices_seconds"],
                  figures["both_seconds"], wall, 100 * figures["both_seconds"] / max(wall, 1e-9))
@@ -184,17 +182,6 @@ class _Pipeline:
         mine = {k: float(mine.get(k, 0.0)) + v for k, v in figures.items()}
         mine["overlap_share"] = mine["both_seconds"] / max(mine["seconds"], 1e-9)
         write_json(run_dir / PIPELINE_FILE, {**stored, method: mine})
-
-
-def _merged(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """Sorted spans with touching or overlapping ones joined."""
-    out: list[list[float]] = []
-    for a, b in sorted(spans):
-        if out and a <= out[-1][1] + 1e-3:
-            out[-1][1] = max(out[-1][1], b)
-        else:
-            out.append([a, b])
-    return [(a, b) for a, b in out]
 
 
 def _overlap(xs: list[tuple[float, float]], ys: list[tuple[float, float]]) -> float:
