@@ -262,6 +262,7 @@ class OpenAILLM:
 
 def make_backend(settings: CloudSettings, should_stop: Callable[[], bool] = lambda: False
                  ) -> CloudLLM:
+    """The cloud in this process (server/cloud.py adds replicas on Ray)."""
     if settings.backend == "openai":
         return OpenAILLM(settings, should_stop)
     return EmbeddedLLM(settings, should_stop)

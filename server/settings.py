@@ -31,6 +31,7 @@ class OpenAISettings:
 MAX_BATCH = 4096  # prompts per generate call
 MAX_NEW_TOKENS = 8192  # tokens per candidate: a few dozen make a LaMP answer
 MAX_CANDIDATES = 10_000  # per user, as many as a user may hold examples
+MAX_REPLICAS = 1024  # cloud model copies on Ray
 
 
 @dataclass
@@ -51,7 +52,16 @@ class CloudSettings:
                 "the vocabulary and draws among them itself (server/sampling.py): the same "
                 "distribution, another random stream; 'transformers' is generate's own "
                 "sampling, kept to measure against"})
-    threads: int = field(default=0, metadata={"help": "torch threads; 0 = leave"})
+    threads: int = field(default=0, metadata={"help": "torch threads; 0 = leave (a replica: "
+                                                      "one per reserved CPU)"})
+    replicas: int = field(default=0, metadata={
+        "help": "copies of the embedded model in Ray actors, placed by Ray across the "
+                "cluster; each user's candidates go to one replica, so the synthetic data "
+                "are the same with any number; 0 = the model runs in the server process"})
+    num_cpus: float = field(default=1.0, metadata={
+        "help": "CPUs Ray reserves for each replica, taken from the devices' share; "
+                "0 = none reserved (it then shares the devices' cores)"})
+    num_gpus: float = field(default=0.0, metadata={"help": "GPUs Ray reserves per replica"})
     openai: OpenAISettings = field(default_factory=OpenAISettings)
 
     def __post_init__(self) -> None:
@@ -61,8 +71,14 @@ class CloudSettings:
               f"must be in [8, {MAX_NEW_TOKENS}], got {self.max_new_tokens}")
         check(self.temperature >= 0, "temperature", "must be >= 0")
         check(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
+        check(0 <= self.replicas <= MAX_REPLICAS, "replicas",
+              f"must be in [0, {MAX_REPLICAS}], got {self.replicas}")
+        check(self.num_cpus >= 0, "num_cpus", f"must be >= 0, got {self.num_cpus}")
+        check(self.num_gpus >= 0, "num_gpus", f"must be >= 0, got {self.num_gpus}")
         if self.backend == "openai":
             check(bool(self.openai.model), "openai.model", "must name the served model")
+            check(self.replicas == 0, "replicas", "applies to the embedded model: an "
+                  "OpenAI-compatible endpoint scales itself (raise openai.concurrency)")
 
 
 @dataclass

@@ -40,6 +40,7 @@ class StrategySettings:
     seed: int = 0
     fallback: str = "none"  # "real_only": train users whose augmentation failed on real data
     pipeline: bool = True  # a user trains as soon as its own synthetic data is ready
+    cloud_workers: int = 1  # nodes the pipeline augments at once (one per cloud replica)
 
 
 class AugmentationStrategy(DeviceExchange):

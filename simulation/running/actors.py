@@ -28,9 +28,34 @@ _flower_init = BasicActorPool.__init__
 _POOLS: weakref.WeakSet = weakref.WeakSet()  # this process's engines' pools
 
 
+_RESERVED: dict[str, dict[str, float]] = {}  # node id -> the cloud replicas' CPU and GPU
+
+
+def capacity(client_resources: dict, reserved: dict[str, dict[str, float]]) -> int:
+    """Device workers that fit the cluster beside what the cloud's replicas reserve, node
+    by node, as Flower's `pool_size_from_resources` counts them without the replicas."""
+    import ray
+
+    total = 0
+    for node in ray.nodes():
+        have = node.get("Resources") or {}
+        if not have or not node.get("Alive", True):
+            continue
+        mine = reserved.get(node.get("NodeID", ""), {})
+        cpus = have.get("CPU", 0.0) - mine.get("CPU", 0.0)
+        fit = int(cpus / client_resources["num_cpus"] + 1e-9)
+        if client_resources.get("num_gpus", 0) > 0:
+            gpus = have.get("GPU", 0.0) - mine.get("GPU", 0.0)
+            fit = min(fit, int(gpus / client_resources["num_gpus"] + 1e-9))
+        total += max(fit, 0)
+    return total
+
+
 def _init(self, actor_type, client_resources, actor_kwargs) -> None:
     _flower_init(self, actor_type, client_resources, actor_kwargs)
     _POOLS.add(self)
+    if _RESERVED:  # Flower counted the replicas' CPUs as the devices' too
+        self.actors_capacity = max(1, capacity(client_resources, _RESERVED))
     kwargs = actor_kwargs or {}
     self.create_actor_fn = lambda: actor_type.options(  # Flower's, plus Ray's restarts
         **client_resources, max_restarts=MAX_RESTARTS,
@@ -56,9 +81,12 @@ def _terminate_all(self) -> None:
         _kill(actor)
 
 
-def install() -> bool:
-    """Restartable device workers for the pools created from now on (idempotent); False,
-    and Flower's own pool, on a Flower version it was not written for."""
+def install(reserved: dict[str, dict[str, float]] | None = None) -> bool:
+    """Restartable device workers for the pools created from now on (idempotent), sized
+    beside what the cloud's replicas `reserved`; False, and Flower's own pool, on a
+    Flower version it was not written for."""
+    _RESERVED.clear()
+    _RESERVED.update(reserved or {})
     have = version("flwr")
     if not have.startswith(FLOWER) or not hasattr(BasicActorPool, "terminate_all_actors"):
         log.debug("flwr %s: keeping Flower's own actor pool", have)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -179,12 +180,14 @@ def build_strategy(cfg: Config, run_dir: Path, should_stop: Callable[[], bool]
         "cohort": cfg.runtime.cohort,  # users per SuperNode (not charged to any user)
     }
     backend = {}
+    opening = threading.Lock()  # the pipeline's augmentation threads may ask at once
 
     def cloud():
-        from server.backends import make_backend
+        from server.cloud import open_cloud
 
-        if "llm" not in backend:
-            backend["llm"] = make_backend(cfg.cloud, should_stop)
+        with opening:
+            if "llm" not in backend:
+                backend["llm"] = open_cloud(cfg.cloud, should_stop)
         return backend["llm"]
 
     def augmenter(seeds, attempt):
@@ -197,7 +200,7 @@ def build_strategy(cfg: Config, run_dir: Path, should_stop: Callable[[], bool]
     rt = cfg.runtime
     settings = StrategySettings(rt.timeout, rt.retries, cfg.experiment.sample,
                                 cfg.experiment.seed, cfg.augment.fallback,
-                                cfg.augment.pipeline)
+                                cfg.augment.pipeline, max(1, cfg.cloud.replicas))
     strategy = AugmentationStrategy(request, run_dir, augmenter,
                                     Ledger(run_dir / LEDGER_FILE),
                                     FailureLog(run_dir / FAILURES_FILE), settings,

@@ -15,6 +15,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from simulation.config import Config
+from strategies.methods import get_method
 from tasks.files import INFLIGHT_DIR
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,12 @@ def clear_stale_markers(run_dir: Path) -> int:
     return len(stale)
 
 
+def cloud_replicas(cfg: Config) -> bool:
+    """Whether this run starts the cloud's replicas (a method of it uses the cloud)."""
+    return cfg.cloud.replicas > 0 and any(get_method(m).uses_cloud
+                                          for m in cfg.experiment.methods)
+
+
 def check_local_resources(cfg: Config) -> None:
     """A device must fit this machine's Ray, or Flower's engine fails with no option named."""
     rt = cfg.runtime
@@ -79,6 +86,12 @@ def check_local_resources(cfg: Config) -> None:
     if rt.client_cpus > cpus:
         raise ValueError(f"runtime.client_cpus = {rt.client_cpus:g} but the local Ray has "
                          f"{cpus:g} CPUs (runtime.num_cpus, 0 = all cores): no device fits")
+    c = cfg.cloud
+    if cloud_replicas(cfg) and c.replicas * c.num_cpus + rt.client_cpus > cpus:
+        raise ValueError(
+            f"cloud.replicas = {c.replicas} x cloud.num_cpus = {c.num_cpus:g} leaves less "
+            f"than runtime.client_cpus = {rt.client_cpus:g} of the local Ray's {cpus:g} "
+            f"CPUs for devices: lower them (cloud.num_cpus = 0 shares the devices' cores)")
     if rt.client_gpus > 0:
         import torch
 

@@ -14,6 +14,7 @@ from simulation.running import cluster, signals
 from simulation.running.guards import (
     check_local_resources,
     clear_stale_markers,
+    cloud_replicas,
     is_secret,
     only_run,
 )
@@ -139,8 +140,9 @@ def _simulate(cfg: Config, run_dir: Path, console, verbose: bool, ray, run_simul
             watcher.start()
         from simulation.running import actors, engine
 
+        reserved = _place_cloud(cfg, resources)
         engine.install()  # Flower's message dispatcher in one scan per pass
-        actors.install()  # a dead device worker is restarted, not left in the pool
+        actors.install(reserved)  # a dead device worker is restarted, not left in the pool
         with signals.engine_running(local_ray=address is None):
             run_simulation(server_app=server_app, client_app=client_app,
                            num_supernodes=math.ceil(cfg.experiment.users / cfg.runtime.cohort),
@@ -188,6 +190,27 @@ def _start_ray(ray, cfg: Config, address: str | None, env: dict[str, str], verbo
     nodes = cluster.check_nodes(run_dir, data_location(cfg, run_dir)[0].resolve(),
                                 cfg.runtime.client_cpus, cfg.runtime.client_gpus)
     log.info("joined the Ray cluster at %s: %d node(s) can host devices", address, len(nodes))
+
+
+def _place_cloud(cfg: Config, resources: dict) -> dict[str, dict[str, float]]:
+    """Start the cloud's replicas before Flower sizes its device pool, so that the CPUs
+    and GPUs they hold are not counted for devices too; what they reserve, per node."""
+    if not cloud_replicas(cfg):
+        return {}
+    from server.replicas import wait_placed
+    from simulation.running import actors
+
+    reserved = wait_placed(cfg.cloud)
+    fit = actors.capacity(resources, reserved)
+    if fit < 1:
+        c = cfg.cloud
+        raise ValueError(
+            f"no device fits beside the cloud: cloud.replicas = {c.replicas} reserve "
+            f"{c.num_cpus:g} CPUs and {c.num_gpus:g} GPUs each, and each device needs "
+            f"runtime.client_cpus = {cfg.runtime.client_cpus:g}, runtime.client_gpus = "
+            f"{cfg.runtime.client_gpus:g}")
+    log.info("%d device worker(s) fit beside the cloud's replicas", fit)
+    return reserved
 
 
 def _join_server_thread(grace: float = 30.0) -> None:

@@ -136,12 +136,19 @@ class _Pipeline:
         self.cloud: list[tuple[float, float]] = []  # perf_counter spans of augmentation
         self.queue: queue.Queue = queue.Queue()
         self.left = len(self.todo)
-        threading.Thread(target=self._produce, args=(s, seeds, attempt), name="cdcda-cloud",
-                         daemon=True).start()
+        work, lock = iter(self.todo), threading.Lock()
+        # one thread per cloud replica, each augmenting a node at a time: nodes come back in
+        # the order they finish, and each node's data is its own whichever thread wrote it
+        for i in range(max(1, min(getattr(s.settings, "cloud_workers", 1), len(self.todo)))):
+            threading.Thread(target=self._produce, args=(s, seeds, attempt, work, lock),
+                             name=f"cdcda-cloud-{i}", daemon=True).start()
 
-    def _produce(self, s: Coordinator, seeds: dict[str, list[dict]], attempt: int) -> None:
-        for node_users in self.todo:
-            if s.should_stop():
+    def _produce(self, s: Coordinator, seeds: dict[str, list[dict]], attempt: int,
+                 work, lock: threading.Lock) -> None:
+        while not s.should_stop():
+            with lock:
+                node_users = next(work, None)
+            if node_users is None:
                 return
             try:
                 t0 = time.perf_counter()
@@ -171,9 +178,10 @@ class _Pipeline:
                busy: list[tuple[float, float]]) -> None:
         """Log and keep (pipeline.json, summed over attempts and sessions) how long the
         cloud and the devices each worked, and both at once."""
-        figures = {"seconds": wall, "cloud_seconds": sum(b - a for a, b in self.cloud),
+        cloud = _union(self.cloud)  # replicas' spans overlap: the cloud was busy in any
+        figures = {"seconds": wall, "cloud_seconds": sum(b - a for a, b in cloud),
                    "devices_seconds": sum(b - a for a, b in busy),
-                   "both_seconds": _overlap(self.cloud, busy)}
+                   "both_seconds": _overlap(cloud, busy)}
         log.info("%s: cloud busy %.1f s, devices %.1f s, both at once %.1f s of %.1f s "
                  "(%.0f%%)", method, figures["cloud_seconds"], figures["devices_seconds"],
                  figures["both_seconds"], wall, 100 * figures["both_seconds"] / max(wall, 1e-9))
@@ -182,6 +190,17 @@ class _Pipeline:
         mine = {k: float(mine.get(k, 0.0)) + v for k, v in figures.items()}
         mine["overlap_share"] = mine["both_seconds"] / max(mine["seconds"], 1e-9)
         write_json(run_dir / PIPELINE_FILE, {**stored, method: mine})
+
+
+def _union(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The same time as disjoint, sorted spans."""
+    out: list[tuple[float, float]] = []
+    for a, b in sorted(spans):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
 
 
 def _overlap(xs: list[tuple[float, float]], ys: list[tuple[float, float]]) -> float:
