@@ -258,11 +258,3 @@ class OpenAILLM:
             pool.shutdown(wait=not pending, cancel_futures=True)
         log.debug("%d completions in %.1f s", len(prompts), time.perf_counter() - start)
         return out
-
-
-def make_backend(settings: CloudSettings, should_stop: Callable[[], bool] = lambda: False
-                 ) -> CloudLLM:
-    """The cloud in this process (server/cloud.py adds replicas on Ray)."""
-    if settings.backend == "openai":
-        return OpenAILLM(settings, should_stop)
-    return EmbeddedLLM(settings, should_stop)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from server.backends import CloudLLM, make_backend
+from server.backends import CloudLLM
+from server.engines import make_backend
 from server.replicas import ReplicatedLLM
 from server.settings import CloudSettings
 

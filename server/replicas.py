@@ -15,9 +15,9 @@ import logging
 import queue
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 
-from server.backends import STOP_POLL, CloudError, Completion, Seeds, groups, make_backend
+from server.backends import STOP_POLL, CloudError, Completion, Seeds, groups
+from server.engines import make_backend
 from server.settings import CloudSettings
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ class CloudReplica:
     def __init__(self, settings: CloudSettings):
         import torch
 
-        self.settings = replace(settings, replicas=0)
+        self.settings = settings  # its engine runs here: engines.make_backend, no replicas
         # Ray sets no thread count for an actor: one per reserved CPU, as a device gets
         torch.set_num_threads(settings.threads or max(1, int(settings.num_cpus)))
         self.llm = None
@@ -95,6 +95,20 @@ def placed(handles: Sequence, settings: CloudSettings,
     return reserved
 
 
+def loaded(handles: Sequence) -> float:
+    """Wait for every replica's model; a replica that cannot load it (vLLM missing, no
+    GPU, an unknown model) raises its own error here, not as a failed request per user."""
+    import ray
+
+    try:
+        return max(ray.get([h.load.remote() for h in handles]), default=0.0)
+    except ray.exceptions.RayTaskError as err:
+        cause = getattr(err, "cause", None)
+        if isinstance(cause, ValueError | ImportError | OSError):
+            raise ValueError(f"a cloud replica could not load its model: {cause}") from None
+        raise
+
+
 class ReplicatedLLM:
     """The CloudLLM interface over the replicas: each group of prompts to the first free
     replica, so a user's completions are what one in-process model would write."""
@@ -104,6 +118,7 @@ class ReplicatedLLM:
         self.should_stop = should_stop
         self.handles = start(settings)
         placed(self.handles, settings)
+        loaded(self.handles)
         self.name = f"replicas:{settings.replicas}x{settings.backend}:{settings.model}"
         self.idle: queue.Queue = queue.Queue()  # shared by every thread that asks
         for h in self.handles:

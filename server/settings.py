@@ -36,7 +36,10 @@ MAX_REPLICAS = 1024  # cloud model copies on Ray
 
 @dataclass
 class CloudSettings:
-    backend: Literal["embedded", "openai"] = "embedded"
+    backend: Literal["embedded", "openai", "vllm"] = field(default="embedded", metadata={
+        "help": "embedded = transformers in the server process (or its replicas); openai = "
+                "any OpenAI-compatible endpoint; vllm = a vLLM engine in each replica, on "
+                "a GPU (the vllm extra)"})
     model: str = field(default="gemma3-270m", metadata={"help": "embedded backend's model"})
     dtype: Literal["auto", "float32", "bfloat16"] = field(default="auto", metadata={
         "help": "auto = bfloat16 on a GPU or a CPU that computes it natively (AMX, "
@@ -79,6 +82,9 @@ class CloudSettings:
             check(bool(self.openai.model), "openai.model", "must name the served model")
             check(self.replicas == 0, "replicas", "applies to the embedded model: an "
                   "OpenAI-compatible endpoint scales itself (raise openai.concurrency)")
+        if self.backend == "vllm":
+            check(self.replicas >= 1, "replicas", "vllm runs in the cloud's Ray replicas: "
+                  "set cloud.replicas >= 1 and cloud.num_gpus = 1")
 
 
 @dataclass

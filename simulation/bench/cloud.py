@@ -16,7 +16,8 @@ def main(args: argparse.Namespace) -> int:
     """Throughput over N users' seeds; JSON on stdout."""
     from clients.seeds import select_seeds
     from server.augment import augment
-    from server.backends import EmbeddedLLM, make_backend
+    from server.backends import EmbeddedLLM
+    from server.engines import make_backend
     from server.prompts import augmentation_prompt
     from simulation.config import DEFAULT_CONFIG, load_config
     from simulation.running.experiment import prepare_data
