@@ -42,7 +42,8 @@ class Request:
     faults: DeviceFaults = field(default_factory=DeviceFaults)
     fault_seed: int = 0
     local_steps: int = 0  # fedavg_lora: optimiser steps per round on the device
-    round: int = 0  # fedavg_lora: which round (each draws its own data order)
+    round: int = 0  # fedavg_lora, cdcda_active: which round (each its own data order)
+    rounds: int = 1  # cdcda_active: rounds in all (the last one evaluates)
     cohort: int = 1  # users per SuperNode: partition-id p holds sorted users[p*K:(p+1)*K]
     users: list[str] | None = None  # whom the message is for; None = every user held
 
@@ -58,6 +59,7 @@ class Request:
             fault_seed=int(cfg.get("fault-seed", 0)),
             local_steps=int(cfg.get("local-steps", 0)),
             round=int(cfg.get("round", 0)),
+            rounds=int(cfg.get("rounds", 1)),
             cohort=int(cfg.get("cohort", 1)),
             users=[str(u) for u in json.loads(str(cfg["users"]))] if "users" in cfg else None,
         )

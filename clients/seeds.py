@@ -43,17 +43,22 @@ def allowed_fields(task: Task, settings: SeedSettings) -> tuple[str, ...]:
     return tuple(f for f in task.item_fields if f in settings.fields)
 
 
+def chosen_items(profile: Sequence[dict], settings: SeedSettings, seed: int) -> list[dict]:
+    """The profile items the seeds are made of, whole, in the order they are sent (the
+    device keeps them: cdcda_active's signal is its loss on each)."""
+    k = min(settings.k, len(profile))
+    if k == 0:
+        return []
+    if settings.policy == "recent":
+        return list(profile)[-k:]  # profiles are date-sorted by the loader
+    return random.Random(seed).sample(list(profile), k)
+
+
 def disclose_seeds(task: Task, profile: Sequence[dict], settings: SeedSettings,
                    seed: int) -> SeedSelection:
     """Up to k items under the disclosure policy; `seed` fixes the random policy's choice."""
     fields = allowed_fields(task, settings)  # checked even when k = 0: a bad config is a bug
-    k = min(settings.k, len(profile))
-    if k == 0:
-        chosen: list[dict] = []
-    elif settings.policy == "recent":
-        chosen = list(profile)[-k:]  # profiles are date-sorted by the loader
-    else:
-        chosen = random.Random(seed).sample(list(profile), k)
+    chosen = chosen_items(profile, settings, seed)
     items = [{f: str(it[f]) for f in fields} for it in chosen]
     if not settings.scrub:
         return SeedSelection(items)

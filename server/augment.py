@@ -38,8 +38,14 @@ def augment(
     seed: int,
     attempt: int = 0,
     faults: CloudFaults | None = None,
+    focus: Mapping[str, Sequence[dict]] | None = None,
+    round_: int = 0,
 ) -> tuple[dict[str, list[dict]], AugmentReport]:
     """Synthetic examples for every user in `seeds`, with per-user filter counts.
+
+    With `focus` (active augmentation), a user's prompts hold only its focus seeds (those
+    its device fits worst) while the filters still check against all its seeds; `round_`
+    > 0 draws other prompts and samples than round 0 (each round its own user seed).
 
     All users' prompts go to the backend in one call, so the embedded model batches
     across users and an HTTP backend keeps `concurrency` requests in flight. A user any
@@ -53,9 +59,10 @@ def augment(
     # the same synthetic data as in an undisturbed run
     prompts, owners, prompt_seeds = [], [], []
     for uid in users:
-        own = user_seed(seed, uid)
+        own = user_seed(seed, uid if not round_ else f"{uid}/round-{round_}")
+        shown = focus[uid] if focus and focus.get(uid) else seeds[uid]
         for c in range(settings.n):
-            prompts.append(augmentation_prompt(task, seeds[uid], own * 1_000_003 + c))
+            prompts.append(augmentation_prompt(task, shown, own * 1_000_003 + c))
             owners.append(uid)
             prompt_seeds.append(own)
     errors: dict[str, Counter] = {}

@@ -32,6 +32,7 @@ MAX_BATCH = 4096  # prompts per generate call
 MAX_NEW_TOKENS = 8192  # tokens per candidate: a few dozen make a LaMP answer
 MAX_CANDIDATES = 10_000  # per user, as many as a user may hold examples
 MAX_REPLICAS = 1024  # cloud model copies on Ray
+MAX_ROUNDS = 64  # cdcda_active's rounds
 
 
 @dataclass
@@ -104,6 +105,9 @@ class AugmentSettings:
         "help": "a user's training starts as soon as its own synthetic data is ready, "
                 "while the cloud writes the next users' (same data, same adapters: each "
                 "user's augmentation is its own); false: every user's augmentation first"})
+    rounds: int = field(default=2, metadata={
+        "help": "cdcda_active: rounds of augmentation and training; augment.n and "
+                "device.train.steps are split over them (cdcda's budget in all)"})
     fallback: Literal["none", "real_only"] = field(default="none", metadata={
         "help": "a user whose augmentation failed (cloud errors) after every retry: 'none' "
                 "leaves them failed, to be retried on the next run; 'real_only' trains "
@@ -115,6 +119,8 @@ class AugmentSettings:
         check(0 < self.near_duplicate <= 1, "near_duplicate", "must be in (0, 1]")
         check(self.max_kept >= 0, "max_kept", "must be >= 0")
         check(0 <= self.consistency_rouge <= 1, "consistency_rouge", "must be in [0, 1]")
+        check(1 <= self.rounds <= MAX_ROUNDS, "rounds", f"must be in [1, {MAX_ROUNDS}], "
+              f"got {self.rounds}")
 
 
 @dataclass

@@ -13,7 +13,7 @@ import tomli_w
 from clients.faults import DeviceFaults
 from clients.settings import DeviceSettings
 from server.settings import AugmentSettings, CloudFaults, CloudSettings
-from strategies.methods import METHODS
+from strategies.methods import DEFAULT_METHODS, METHODS, get_method
 from strategies.methods.fedavg_lora import FedAvgSettings
 from tasks.benchmark import GENERATORS
 from tasks.structured import ConfigError, check, from_mapping, to_mapping
@@ -64,7 +64,7 @@ class ExperimentSettings:
     seed: int = 0
     users: int = field(default=8, metadata={"help": "simulated devices (one user each)"})
     sample: int = field(default=0, metadata={"help": "users taking part; 0 = all"})
-    methods: list[str] = field(default_factory=lambda: list(METHODS), metadata={
+    methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS), metadata={
         "help": "methods compared, in this order (strategies/methods/__init__.py)"})
 
     def __post_init__(self) -> None:
@@ -133,6 +133,11 @@ class Config:
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
     faults: FaultSettings = field(default_factory=FaultSettings)
     sweep: SweepSettings = field(default_factory=SweepSettings)
+
+    def __post_init__(self) -> None:
+        for m in self.experiment.methods:  # what a method needs of the other sections
+            if get_method(m).check_config is not None:
+                get_method(m).check_config(self)
 
 
 def parse_value(text: str):

@@ -41,6 +41,7 @@ class StrategySettings:
     fallback: str = "none"  # "real_only": train users whose augmentation failed on real data
     pipeline: bool = True  # a user trains as soon as its own synthetic data is ready
     cloud_workers: int = 1  # nodes the pipeline augments at once (one per cloud replica)
+    rounds: int = 2  # cdcda_active's rounds of augmentation and training
 
 
 class AugmentationStrategy(DeviceExchange):

@@ -4,49 +4,17 @@ the next users'. Same synthetic data, same adapters, same metrics as without it.
 from __future__ import annotations
 
 import json
-import random
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from simulation.cli import main
 
 pytestmark = pytest.mark.e2e
-WORDS = ("space", "love", "crime", "robot", "river", "ghost", "queen", "storm", "music",
-         "train", "winter", "island", "secret", "dragon", "city", "letter")
 
 
 @pytest.fixture(scope="module")
-def cloud():
-    """An OpenAI-compatible stand-in whose candidates parse, differ by request seed and take
-    a little time (the tiny random model's never parse: nothing would be kept)."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            time.sleep(0.1)
-            rng = random.Random(body.get("seed", 0))
-            text = " A film about " + " ".join(rng.sample(WORDS, 7)) + \
-                f".\ntag: {rng.choice(['comedy', 'drama', 'sci-fi'])}"
-            data = json.dumps({"id": "x", "object": "text_completion", "created": 0,
-                               "model": body["model"], "choices": [
-                                   {"index": 0, "finish_reason": "stop", "logprobs": None,
-                                    "text": text}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
+def cloud(stand_in_cloud):
+    return stand_in_cloud.url
 
 
 def _run(out, cloud: str, pipeline: bool, cohort: int) -> dict:

@@ -81,11 +81,15 @@ def _method(run_dir: Path, method: str, users: list[str], failures: list[dict],
 
 def _augmentation(run_dir: Path, users: list[str], failures: list[dict],
                   augmenting: Iterable[str]) -> dict:
+    """The first augmenting method's filter counts (cdcda's where it ran), and the cloud
+    errors of every augmenting method."""
+    augmenting = list(augmenting)
+    counts = get_method(augmenting[0]).counts
     per_user = {}
     for u in users:
-        cached = load_stored(run_dir / "synthetic" / f"{u}.json")
-        if cached is not None and isinstance(cached.get("counts"), dict):
-            per_user[u] = cached["counts"]
+        mine = counts(run_dir, u) if counts else None
+        if mine is not None:
+            per_user[u] = mine
     errors: dict[str, Counter] = defaultdict(Counter)
     for f in failures:
         if f["kind"] == "cloud_error" and f["method"] in augmenting:
@@ -162,6 +166,9 @@ def build_summary(run_dir: Path, cfg: Config, task_name: str, metric_names: Iter
     augmenting = [m for m in methods if get_method(m).augments]
     if augmenting:
         summary["augmentation"] = _augmentation(run_dir, users, failures, augmenting)
+        if len(augmenting) > 1:  # each method's own counts (and again, every error)
+            summary["augmentation_by_method"] = {
+                m: _augmentation(run_dir, users, failures, [m]) for m in augmenting}
     if statistics:
         from simulation.results.stats import comparisons
 

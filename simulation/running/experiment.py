@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -190,17 +191,21 @@ def build_strategy(cfg: Config, run_dir: Path, should_stop: Callable[[], bool]
                 backend["llm"] = open_cloud(cfg.cloud, should_stop)
         return backend["llm"]
 
-    def augmenter(seeds, attempt):
+    def augmenter(seeds, attempt, focus=None, part=(0, 1)):
+        """part = (round r, of R rounds): round r's share of augment.n (active)."""
         from server.augment import augment
 
-        items, report = augment(cloud(), task, seeds, cfg.augment, cfg.experiment.seed,
-                                attempt, cfg.faults.cloud)
+        r, rounds = part
+        n = cfg.augment.n // rounds + (1 if r < cfg.augment.n % rounds else 0)
+        items, report = augment(cloud(), task, seeds, dataclasses.replace(cfg.augment, n=n),
+                                cfg.experiment.seed, attempt, cfg.faults.cloud, focus, r)
         return items, report.per_user, report.errors
 
     rt = cfg.runtime
     settings = StrategySettings(rt.timeout, rt.retries, cfg.experiment.sample,
                                 cfg.experiment.seed, cfg.augment.fallback,
-                                cfg.augment.pipeline, max(1, cfg.cloud.replicas))
+                                cfg.augment.pipeline, max(1, cfg.cloud.replicas),
+                                cfg.augment.rounds)
     strategy = AugmentationStrategy(request, run_dir, augmenter,
                                     Ledger(run_dir / LEDGER_FILE),
                                     FailureLog(run_dir / FAILURES_FILE), settings,

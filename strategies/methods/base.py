@@ -29,9 +29,9 @@ class MethodResult:
     seconds: float = 0.0
 
 
-# (seeds by user, attempt) -> (synthetic items by user, filter counts by user,
-#                              cloud errors by user: {cause: failed requests})
-Augmenter = Callable[[Mapping[str, list[dict]], int],
+# (seeds by user, attempt[, focus seeds by user, (round, rounds)]) -> (synthetic items by
+# user, filter counts by user, cloud errors by user: {cause: failed requests})
+Augmenter = Callable[...,
                      tuple[dict[str, list[dict]], dict[str, dict], dict[str, dict[str, int]]]]
 
 
@@ -102,7 +102,12 @@ class Method:
     round_kinds: tuple[str, ...] = ()  # kinds that recur every round (projections)
     rounds: Callable[[object], int] | None = None  # rounds run, from the run's Config
     uses_cloud: bool = False  # the embedded cloud LLM must be ready before it runs
-    augments: bool = False  # stores synthetic/<user>.json; the summary's augmentation
+    augments: bool = False  # stores synthetic data; the summary's augmentation
+    # (run dir, user) -> the user's filter counts as stored, None if it has none yet
+    counts: Callable[[Path, str], dict | None] | None = None
+    # (the run's Config) -> raises ConfigError where the method cannot run with it
+    check_config: Callable[[object], None] | None = None
+    default: bool = True  # in experiment.methods unless a config names its own
 
     def projected_rounds(self, cfg) -> int:
         """The rounds its traffic was measured over (1 for a method without rounds)."""

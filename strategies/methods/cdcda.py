@@ -216,7 +216,13 @@ def _overlap(xs: list[tuple[float, float]], ys: list[tuple[float, float]]) -> fl
     return total
 
 
+def counts(run_dir: Path, user: str) -> dict | None:
+    """A user's filter counts, as its cached augmentation holds them."""
+    cached = load_stored(run_dir / "synthetic" / f"{user}.json")
+    return cached["counts"] if cached and isinstance(cached.get("counts"), dict) else None
+
+
 METHOD = Method(
     name="cdcda", run=run, kinds=("query.seeds", "train"),
     traffic="seeds up, synthetic down", trains="own", trainer="cohort", uses_cloud=True,
-    augments=True)
+    augments=True, counts=counts)
