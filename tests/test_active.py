@@ -77,6 +77,9 @@ def test_each_round_sends_a_loss_per_seed_and_the_next_aims_at_the_weakest(activ
         assert sum(second["signal"]) < sum(first["signal"])
     up = summary["communication"]["cdcda_active"]
     assert "train.round" in json.dumps(up)  # the signal's message kind is accounted
+    rounds = json.loads((out / "active" / "rounds.json").read_text())["rounds"]
+    assert [rounds[r]["generated"] for r in ("0", "1")] == [8, 8]
+    assert all(rounds[r]["cloud_seconds"] > 0 and rounds[r]["users"] == 4 for r in rounds)
 
 
 def test_a_run_resumed_after_round_0_gives_the_same_result(active_run, tmp_path):

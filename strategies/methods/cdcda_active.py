@@ -15,7 +15,9 @@ in; the device keeps each round's adapter (`adapters-cdcda_active-rounds/<user>/
 from __future__ import annotations
 
 import json
+import logging
 import math
+import time
 from pathlib import Path
 
 from flwr.app import ConfigRecord
@@ -29,6 +31,8 @@ from tasks.files import load_stored, write_json
 from tasks.structured import check
 
 FOLDER = "active"  # DIR/active/<user>.json
+ROUNDS_FILE = "rounds.json"  # DIR/active/rounds.json: the cloud's time per round
+log = logging.getLogger(__name__)
 
 
 def run(s: Coordinator, grid: Grid, method: str, users: list[str], attempt: int, last: bool,
@@ -75,7 +79,10 @@ def _augment(s: Coordinator, method: str, r: int, rounds: int, todo: list[str],
     seeds = {u: state[u]["seeds"] for u in need}
     focus = {u: weakest(seeds[u], state[u]["rounds"][r - 1].get("signal", []))
              for u in need} if r else None
+    start = time.perf_counter()
     items, counts, errors = s.augmenter(seeds, attempt, focus, (r, rounds))
+    _cloud_time(s, r, time.perf_counter() - start, len(need),
+                sum(c.get("generated", 0) for c in counts.values()))
     for user, kept in items.items():
         entry = {"items": kept, "counts": counts[user]}
         if focus:
@@ -86,6 +93,18 @@ def _augment(s: Coordinator, method: str, r: int, rounds: int, todo: list[str],
         raise RunStopped(f"stopped during {method} round {r + 1}'s augmentation")
     for user, causes in errors.items():
         s.cloud_failed(method, user, "augmentation", causes, attempt, failed)
+
+
+def _cloud_time(s: Coordinator, r: int, seconds: float, users: int, generated: int) -> None:
+    """The cloud's time per round, summed over attempts and sessions (DIR/active/rounds.json)."""
+    path = s.run_dir / FOLDER / ROUNDS_FILE
+    stored = (load_stored(path) or {}).get("rounds", {})
+    mine = stored.get(str(r), {"cloud_seconds": 0.0, "users": 0, "generated": 0})
+    stored[str(r)] = {"cloud_seconds": mine["cloud_seconds"] + seconds,
+                      "users": mine["users"] + users, "generated": mine["generated"] + generated}
+    write_json(path, {"rounds": stored})
+    log.info("cdcda_active round %d: the cloud wrote %d candidates for %d users in %.1f s",
+             r + 1, generated, users, seconds)
 
 
 def _train(s: Coordinator, grid: Grid, method: str, r: int, rounds: int, ready: list[str],
