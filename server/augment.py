@@ -75,7 +75,8 @@ def augment(
         else:
             candidates[uid].append(parse_candidate(task, text))
     results: dict[str, FilterResult] = {
-        uid: filter_candidates(task, candidates[uid], seeds[uid], settings.near_duplicate)
+        uid: filter_candidates(task, candidates[uid], seeds[uid], settings.near_duplicate,
+                               settings.style_filter)
         for uid in users if uid not in errors
     }
     if settings.consistency and task.answer_field is not None:

@@ -8,10 +8,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from server.prompts import is_item
+from server.style import in_style
 from tasks.catalog import Task
 
 REASONS = ("unparsable", "invalid_label", "invalid_format", "copy_of_seed", "duplicate",
-           "near_duplicate", "inconsistent")
+           "near_duplicate", "inconsistent", "off_style")
 
 
 def _words(text: str) -> frozenset[str]:
@@ -53,8 +54,9 @@ def normalise_output(task: Task, item: dict) -> dict:
 
 
 def filter_candidates(task: Task, candidates: Sequence[dict | None], seeds: Sequence[dict],
-                      near_duplicate: float) -> FilterResult:
-    """Validate format and label, drop copies of seeds and exact or near duplicates.
+                      near_duplicate: float, style: bool = False) -> FilterResult:
+    """Validate format and label, drop copies of seeds and exact or near duplicates, and
+    (`style`, generation tasks) answers whose form the seeds' answers do not show.
 
     Every candidate is counted once: kept, or rejected for the first reason that applies.
     Anything `parse_candidate` could not have returned (None, a missing, blank or non-text
@@ -62,6 +64,8 @@ def filter_candidates(task: Task, candidates: Sequence[dict | None], seeds: Sequ
     """
     res = FilterResult(generated=len(candidates))
     seed_words = [_item_words(task, s) for s in seeds]
+    y = task.item_fields[-1]
+    seed_answers = [str(s[y]) for s in seeds if y in s]
     kept_words: list[frozenset[str]] = []
     kept_exact: set[str] = set()
     for cand in candidates:
@@ -79,6 +83,9 @@ def filter_candidates(task: Task, candidates: Sequence[dict | None], seeds: Sequ
         words = _item_words(task, cand)
         if any(jaccard(words, s) >= near_duplicate for s in seed_words):
             res.rejected["copy_of_seed"] += 1
+            continue
+        if style and task.kind == "generation" and not in_style(str(cand[y]), seed_answers):
+            res.rejected["off_style"] += 1
             continue
         key = " ".join(sorted(words)) + "\x00" + str(cand.get(task.item_fields[-1]))
         if key in kept_exact:

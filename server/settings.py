@@ -100,6 +100,10 @@ class AugmentSettings:
     consistency_rouge: float = field(default=0.3, metadata={
         "help": "generation tasks: least ROUGE-L between the candidate's output and the "
                 "cloud's re-answer for the candidate to be kept"})
+    style_filter: bool = field(default=False, metadata={
+        "help": "generation tasks: drop candidates whose answer has a form (ending, colon, "
+                "casing, shared opening word, length) that none of the user's seed answers "
+                "shows (server/style.py)"})
     max_kept: int = field(default=0, metadata={"help": "synthetic examples per user; 0 = all"})
     pipeline: bool = field(default=True, metadata={
         "help": "a user's training starts as soon as its own synthetic data is ready, "
