@@ -110,6 +110,17 @@ def loaded(handles: Sequence) -> float:
         raise
 
 
+def stop(handles: Sequence) -> None:
+    """End the replicas for good (Ray would otherwise restart them)."""
+    import ray
+
+    for h in handles:
+        try:
+            ray.kill(h, no_restart=True)
+        except Exception as err:  # noqa: BLE001 - already gone, or Ray shutting down
+            log.debug("could not stop a cloud replica: %s", err)
+
+
 class ReplicatedLLM:
     """The CloudLLM interface over the replicas: each group of prompts to the first free
     replica, so a user's completions are what one in-process model would write."""
@@ -118,8 +129,12 @@ class ReplicatedLLM:
         self.settings = settings
         self.should_stop = should_stop
         self.handles = start(settings)
-        placed(self.handles, settings)
-        self.load_seconds = loaded(self.handles)
+        try:
+            placed(self.handles, settings)
+            self.load_seconds = loaded(self.handles)
+        except BaseException:  # nothing half-started is left behind
+            stop(self.handles)
+            raise
         self.name = f"replicas:{settings.replicas}x{settings.backend}:{settings.model}"
         self.idle: queue.Queue = queue.Queue()  # shared by every thread that asks
         for h in self.handles:

@@ -5,6 +5,7 @@ GPU in CI); its errors without vLLM or a GPU, in process and through a Ray repli
 from __future__ import annotations
 
 import sys
+import time
 import types
 
 import pytest
@@ -83,6 +84,13 @@ def test_a_replica_that_cannot_load_vllm_fails_the_run_with_its_reason():
     try:
         with pytest.raises(ValueError, match=r"could not load its model.*(cdcda\[vllm\]|CUDA GPU)"):
             ReplicatedLLM(CloudSettings(backend="vllm", replicas=1, num_cpus=1))
-        ray.kill(ray.get_actor(NAME.format(0)), no_restart=True)
+        for _ in range(100):  # the failed start left no replica behind (kills are async)
+            try:
+                ray.get_actor(NAME.format(0))
+            except ValueError:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the replica that could not load is still alive")
     finally:
         ray.shutdown()
