@@ -75,3 +75,19 @@ def test_sweep_runs_each_point_keeps_the_good_ones_and_rebuilds_its_report(tmp_p
     assert main(args) == 1
     assert (good / "results" / "local_real" / "u0.json").stat().st_mtime_ns == stamp
     assert "done already" in capsys.readouterr().err
+
+
+def test_a_sweep_over_tasks_reports_each_task_s_own_metrics(tmp_path):
+    """Tags is scored by accuracy and F1, headlines by ROUGE: each table and plot has the
+    points that have its metric, the others show a dash."""
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--config", "configs/tiny.toml", "--grid",
+                 "data.benchmark=tags,headline", "--out", str(out), *SETS]) == 0
+    rows = list(csv.DictReader((out / "sweep.csv").open()))
+    by = {(r["data.benchmark"], r["method"]): r for r in rows}
+    assert by[("tags", "local_real")]["accuracy"] and not by[("tags", "local_real")]["rouge-1"]
+    assert by[("headline", "local_real")]["rouge-1"] and not by[("headline", "local_real")]["f1"]
+    md = (out / "sweep.md").read_text()
+    for metric in ("accuracy", "f1", "rouge-1", "rouge-L"):
+        assert f"## {metric}: mean [95% CI] per point" in md
+        assert (out / "sweep" / f"{metric}-by-value.png").stat().st_size > 5_000

@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from simulation.results.sweep_plots import plot_against_bytes, plot_against_value
+from simulation.results.sweep_plots import metric_names, plot_against_bytes, plot_against_value
 from simulation.results.tables import projection_table, statistics_lines, summary_comparisons
 from tasks.files import atomic_dir, load_stored, write_text
 
@@ -94,8 +94,7 @@ def _markdown(plan: Mapping, points: list[dict], rows_: list[dict], plots: list)
         lines.append(f"| {_point(p, keys)} | {p['status']} | {len(s.get('users', []))} | "
                      f"{len(s.get('methods', {}))} |")
     lines.append("")
-    metrics = [k for k in (rows_[0] if rows_ else {}) if f"{k}_low" in (rows_[0] if rows_
-                                                                        else {})]
+    metrics = metric_names(rows_)
     methods = list(dict.fromkeys(r["method"] for r in rows_))
     for k in metrics:
         lines += [f"## {k}: mean [95% CI] per point", "",
@@ -108,7 +107,7 @@ def _markdown(plan: Mapping, points: list[dict], rows_: list[dict], plots: list)
                     continue
                 r = next((r for r in rows_ if r["method"] == m and
                           all(r.get(key) == p["values"][key] for key in keys)), None)
-                cells.append("—" if r is None or r[k] is None else
+                cells.append("—" if r is None or r.get(k) is None else
                              f"{_num(r[k])} [{_num(r[f'{k}_low'])}, {_num(r[f'{k}_high'])}]")
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
         lines.append("")
@@ -128,7 +127,7 @@ def _winners(points: list[dict], rows_: list[dict], keys: list[str], k: str) -> 
     out = []
     for p in points:
         here = [r for r in rows_ if all(r.get(key) == p["values"][key] for key in keys)
-                and r[k] is not None]
+                and r.get(k) is not None]
         if not here:
             continue
         higher = p["comp"]["higher_is_better"][k]

@@ -11,8 +11,13 @@ from matplotlib.figure import Figure  # no pyplot: no display, no global backend
 from simulation.results.plots import save_png, style_of
 
 
-def _metrics(rows: list[dict]) -> list[str]:
-    return [k for k in (rows[0] if rows else {}) if f"{k}_low" in rows[0]]
+def metric_names(rows: list[dict]) -> list[str]:
+    """Every metric some row has, in order of first appearance (a sweep over tasks mixes
+    ROUGE points with accuracy points)."""
+    out: list[str] = []
+    for r in rows:
+        out += [k for k in r if f"{k}_low" in r and k not in out]
+    return out
 
 
 def _numeric(values: list) -> bool:
@@ -30,14 +35,14 @@ def plot_against_value(folder: Path, rows: list[dict], keys: list[str]) -> list[
     numeric = _numeric(xs)
     panels = list(itertools.product(*[list(dict.fromkeys(r[k] for r in rows)) for k in rest]))
     out = []
-    for k in _metrics(rows):
+    for k in metric_names(rows):
         fig = Figure(figsize=(2.8 + 4.2 * len(panels), 4.2), layout="constrained")
         axes = fig.subplots(1, len(panels), squeeze=False)[0]
         for ax, panel in zip(axes, panels):
             where = dict(zip(rest, panel))
             spread = 0.012 * ((max(xs) - min(xs)) if numeric and len(xs) > 1 else 1)
             for i, m in enumerate(methods):
-                pts = [r for r in rows if r["method"] == m and r[k] is not None
+                pts = [r for r in rows if r["method"] == m and r.get(k) is not None
                        and all(r[q] == v for q, v in where.items())]
                 pts.sort(key=lambda r: xs.index(r[x_key]))
                 # methods side by side around each x: overlapping intervals stay readable
@@ -65,11 +70,11 @@ def plot_against_bytes(folder: Path, rows: list[dict], keys: list[str]) -> list[
     methods = list(dict.fromkeys(r["method"] for r in rows))
     style = style_of(methods)
     out = []
-    for k in _metrics(rows):
+    for k in metric_names(rows):
         fig = Figure(figsize=(7.6, 4.4), layout="constrained")
         ax = fig.subplots()
         for m in methods:
-            pts = [r for r in rows if r["method"] == m and r[k] is not None]
+            pts = [r for r in rows if r["method"] == m and r.get(k) is not None]
             x = [max(r["bytes_per_user"], 1.0) for r in pts]
             err = [[r[k] - r[f"{k}_low"] for r in pts], [r[f"{k}_high"] - r[k] for r in pts]]
             ax.errorbar(x, [r[k] for r in pts], yerr=err, ls="none", capsize=3, mfc="none",
