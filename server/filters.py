@@ -87,7 +87,7 @@ def filter_candidates(task: Task, candidates: Sequence[dict | None], seeds: Sequ
         if style and task.kind == "generation" and not in_style(str(cand[y]), seed_answers):
             res.rejected["off_style"] += 1
             continue
-        key = " ".join(sorted(words)) + "\x00" + str(cand.get(task.item_fields[-1]))
+        key = " ".join(sorted(words)) + "\x00" + str(cand.get(y))
         if key in kept_exact:
             res.rejected["duplicate"] += 1
             continue

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 
 import torch
 from flwr.app import Message
@@ -26,16 +25,11 @@ from clients.seed_loss import item_losses
 from clients.seeds import chosen_items
 from clients.storage import adapter_dir, save_adapter
 from tasks import Task, UserData
+from tasks.budget import share
 from tasks.files import load_stored, write_json
 
-log = logging.getLogger(__name__)
 FOLDER = "adapters-cdcda_active"  # the final adapter, as every method keeps its own
 ROUNDS = "adapters-cdcda_active-rounds"  # what the device keeps between rounds
-
-
-def share(total: int, r: int, rounds: int) -> int:
-    """Round r's share of `total` (steps, candidates): equal parts, the rest to early rounds."""
-    return total // rounds + (1 if r < total % rounds else 0)
 
 
 def _round_dir(req: Request, user: str, r: int):
@@ -55,7 +49,7 @@ def _examples(task: Task, req: Request, user: UserData, received: list[dict]) ->
         task.profile_pairs(synthetic, synthetic=True) if synthetic else [])
 
 
-def _previous(rt, req: Request, user: str) -> dict[str, torch.Tensor] | None:
+def _previous(req: Request, user: str) -> dict[str, torch.Tensor] | None:
     """Round r - 1's adapter (None in round 0: a fresh one)."""
     if req.round == 0:
         return None
@@ -105,7 +99,7 @@ def train_round(msg: Message, req: Request, task: Task, users: list[UserData]) -
                                     else f"{u.user_id}/round-{req.round}")
             init = device.user_seed(req.seed, u.user_id)  # cdcda's fresh adapter
             jobs.append(CohortJob(_examples(task, req, u, received[u.user_id]), seed=seed,
-                                  init_seed=init, init_state=_previous(rt, req, u.user_id)))
+                                  init_seed=init, init_state=_previous(req, u.user_id)))
         trained = cohort.train(rt, jobs, settings)
         finite = device.finite_users(trained.stack.user_parameters(), len(ready))
         evaluated = device.evaluate_users(rt, task, ready, settings, req.method, req.run_dir,

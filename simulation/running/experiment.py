@@ -23,6 +23,7 @@ from strategies.methods.base import Services
 from strategies.strategy import AugmentationStrategy, StrategySettings
 from tasks import Task, get_task, load_lamp_dir
 from tasks.benchmark import GENERATORS, make_benchmark
+from tasks.budget import share
 from tasks.files import load_stored, write_json
 from tasks.lamp import check_experiment_data
 from tasks.seeding import user_seed
@@ -196,7 +197,7 @@ def build_strategy(cfg: Config, run_dir: Path, should_stop: Callable[[], bool]
         from server.augment import augment
 
         r, rounds = part
-        n = cfg.augment.n // rounds + (1 if r < cfg.augment.n % rounds else 0)
+        n = share(cfg.augment.n, r, rounds)
         items, report = augment(cloud(), task, seeds, dataclasses.replace(cfg.augment, n=n),
                                 cfg.experiment.seed, attempt, cfg.faults.cloud, focus, r)
         return items, report.per_user, report.errors
