@@ -58,6 +58,7 @@ def augment(
     # who else is augmented in the same call: a retried, resumed or streamed user gets
     # the same synthetic data as in an undisturbed run
     prompts, owners, prompt_seeds = [], [], []
+    two_step = settings.two_step and task.answer_field is not None
     for uid in users:
         own = user_seed(seed, uid if not round_ else f"{uid}/round-{round_}")
         shown = focus[uid] if focus and focus.get(uid) else seeds[uid]
@@ -73,10 +74,12 @@ def augment(
         if isinstance(text, CloudError):
             errors.setdefault(uid, Counter())[text.cause] += 1
         else:
-            candidates[uid].append(parse_candidate(task, text))
+            candidates[uid].append(parse_candidate(task, text, input_only=two_step))
+    if two_step:
+        _answer(llm, task, seeds, candidates, dict(zip(owners, prompt_seeds)), errors)
     results: dict[str, FilterResult] = {
         uid: filter_candidates(task, candidates[uid], seeds[uid], settings.near_duplicate,
-                               settings.style_filter)
+                               settings.style_filter, settings.filters)
         for uid in users if uid not in errors
     }
     if settings.consistency and task.answer_field is not None:
@@ -91,6 +94,26 @@ def augment(
     log.info("augmented %d users: %s in %.1f s%s", len(out), report.totals(), report.seconds,
              f"; {len(errors)} users failed (cloud errors)" if errors else "")
     return out, report
+
+
+def _answer(llm: CloudLLM, task: Task, seeds: Mapping[str, Sequence[dict]],
+            candidates: dict[str, list[dict | None]], group_seed: Mapping[str, int],
+            errors: dict[str, Counter]) -> None:
+    """Two-step generation's second step: answer each written input greedily, few-shot
+    from all the user's seeds (the relabel prompt), in place of the answer the cloud wrote
+    beside it. An empty answer leaves the candidate unparsable."""
+    y = task.answer_field
+    jobs = [(uid, i) for uid, cs in candidates.items() if uid not in errors
+            for i, c in enumerate(cs) if c is not None]
+    prompts = [relabel_prompt(task, seeds[uid], candidates[uid][i]) for uid, i in jobs]
+    answers = llm.complete(prompts, [group_seed[uid] for uid, _ in jobs], greedy=True,
+                           max_new_tokens=task.max_new_tokens) if prompts else []
+    for (uid, i), ans in zip(jobs, answers):
+        if isinstance(ans, CloudError):
+            errors.setdefault(uid, Counter())[ans.cause] += 1
+            continue
+        first = ans.strip().splitlines()[0].strip() if ans.strip() else ""
+        candidates[uid][i] = {**candidates[uid][i], y: first} if first else None
 
 
 def _consistency(llm: CloudLLM, task: Task, seeds: Mapping[str, Sequence[dict]],

@@ -54,9 +54,13 @@ def normalise_output(task: Task, item: dict) -> dict:
 
 
 def filter_candidates(task: Task, candidates: Sequence[dict | None], seeds: Sequence[dict],
-                      near_duplicate: float, style: bool = False) -> FilterResult:
+                      near_duplicate: float, style: bool = False, quality: bool = True
+                      ) -> FilterResult:
     """Validate format and label, drop copies of seeds and exact or near duplicates, and
     (`style`, generation tasks) answers whose form the seeds' answers do not show.
+
+    `quality=False` (the filters-off ablation) keeps every candidate that parses with a
+    valid label: only what cannot be trained on at all is dropped.
 
     Every candidate is counted once: kept, or rejected for the first reason that applies.
     Anything `parse_candidate` could not have returned (None, a missing, blank or non-text
@@ -75,6 +79,9 @@ def filter_candidates(task: Task, candidates: Sequence[dict | None], seeds: Sequ
         cand = normalise_output(task, {f: cand[f] for f in task.item_fields})
         if task.answer_field is not None and not task.is_valid_output(cand[task.answer_field]):
             res.rejected["invalid_label"] += 1
+            continue
+        if not quality:
+            res.kept.append(cand)
             continue
         x = task.item_fields[0]
         if len(cand[x]) > 1000 or len(_words(cand[x])) < 3:  # length first: cheap on 1 MB

@@ -42,8 +42,11 @@ def relabel_prompt(task: Task, seeds: Sequence[dict], item: dict) -> str:
     return f"{_header(task)}\n\n{blocks}{x}: {item[x]}\n{y}:"
 
 
-def parse_candidate(task: Task, text: str) -> dict | None:
-    """Read a completion that continues an open `first_field:` block; None if malformed."""
+def parse_candidate(task: Task, text: str, input_only: bool = False) -> dict | None:
+    """Read a completion that continues an open `first_field:` block; None if malformed.
+
+    `input_only` (two-step generation) needs the first field alone: the answer comes next.
+    """
     fields = task.item_fields
     lines = [ln.strip() for ln in ("x" + text).splitlines() if ln.strip()]
     if not lines:
@@ -55,18 +58,21 @@ def parse_candidate(task: Task, text: str) -> dict | None:
         name = name.strip().lower()
         if sep and name in fields and name not in item:
             item[name] = value.strip()
-    return item if is_item(task, item) else None
+    if input_only:
+        item = {fields[0]: item[fields[0]]} if fields[0] in item else {}
+    return item if is_item(task, item, fields[:1] if input_only else None) else None
 
 
-def is_item(task: Task, item: object) -> bool:
-    """Whether `item` could be a parsed candidate: each of the task's fields non-blank text.
+def is_item(task: Task, item: object, fields: Sequence[str] | None = None) -> bool:
+    """Whether `item` could be a parsed candidate: each of the task's fields (or `fields`)
+    non-blank text.
 
     Text must encode as UTF-8: an HTTP backend's JSON can carry lone surrogates ("\\ud800"),
     which reach the device inside the synthetic items and make its tokenizer raise.
     """
     if not isinstance(item, Mapping):
         return False
-    for f in task.item_fields:
+    for f in fields or task.item_fields:
         value = item.get(f)
         if not isinstance(value, str) or not value.strip():
             return False

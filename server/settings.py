@@ -100,6 +100,13 @@ class AugmentSettings:
     consistency_rouge: float = field(default=0.3, metadata={
         "help": "generation tasks: least ROUGE-L between the candidate's output and the "
                 "cloud's re-answer for the candidate to be kept"})
+    filters: bool = field(default=True, metadata={
+        "help": "false keeps every candidate that parses with a valid label: no copy, "
+                "duplicate, format or style checks (an ablation)"})
+    two_step: bool = field(default=False, metadata={
+        "help": "the cloud writes a candidate's input, then answers it greedily from the "
+                "user's seeds (relabel prompt): the answer is the cloud's few-shot answer, "
+                "not the one it wrote beside the input"})
     style_filter: bool = field(default=False, metadata={
         "help": "generation tasks: drop candidates whose answer has a form (ending, colon, "
                 "casing, shared opening word, length) that none of the user's seed answers "
@@ -123,6 +130,8 @@ class AugmentSettings:
         check(0 < self.near_duplicate <= 1, "near_duplicate", "must be in (0, 1]")
         check(self.max_kept >= 0, "max_kept", "must be >= 0")
         check(0 <= self.consistency_rouge <= 1, "consistency_rouge", "must be in [0, 1]")
+        check(not (self.two_step and self.consistency), "consistency",
+              "is redundant with two_step: a two-step answer is the cloud's re-answer")
         check(1 <= self.rounds <= MAX_ROUNDS, "rounds", f"must be in [1, {MAX_ROUNDS}], "
               f"got {self.rounds}")
 

@@ -47,6 +47,9 @@ def test_active_spends_cdcda_budget_in_rounds(active_run):
     by = {m: a["total"] for m, a in summary["augmentation_by_method"].items()}
     assert by["cdcda"]["generated"] == by["cdcda_active"]["generated"] == 16
     assert by["cdcda_active"]["kept"] > 0  # the stand-in's candidates parse
+    report = (out / "report.md").read_text()
+    for m in ("cdcda", "cdcda_active"):  # each method's own filter table
+        assert f"## Augmentation ({m})\n\n4 users augmented." in report
     for user in USERS:
         a = summary["methods"]["cdcda"]["per_user"][user]
         b = summary["methods"]["cdcda_active"]["per_user"][user]
@@ -107,6 +110,10 @@ def test_active_needs_steps_and_a_candidate_per_round():
     with pytest.raises(ConfigError, match="device.train.steps"):
         load_config("configs/tiny.toml", ["experiment.methods=['cdcda_active']",
                                           "device.train.steps=0"])
+    with pytest.raises(ConfigError, match="device.train.steps"):  # a round of 0 steps
+        load_config("configs/tiny.toml", ["experiment.methods=['cdcda_active']",
+                                          "device.train.steps=2", "augment.rounds=3",
+                                          "augment.n=8"])
     with pytest.raises(ConfigError, match="augment.n"):
         load_config("configs/tiny.toml", ["experiment.methods=['cdcda_active']",
                                           "device.train.steps=4", "augment.n=1",

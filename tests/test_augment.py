@@ -221,3 +221,48 @@ def test_grouped_seeds_batch_each_group_on_its_own():
     assert both[:2] == llm.complete(a, 1) and both[2:] == llm.complete(b, 2)
     with pytest.raises(ValueError, match="2 seeds for 3 prompts"):
         llm.complete(b, [1, 2])
+
+
+def test_filters_off_keep_what_parses_with_a_valid_label_only():
+    cands = [None,
+             {"description": "A dragon guards a village in the hills.", "tag": "cooking"},
+             {"description": "Hi.", "tag": "comedy"},
+             {"description": "A lone astronaut races to repair the station!", "tag": "sci-fi"},
+             {"description": "A detective hunts a killer in the rain.", "tag": "violence"},
+             {"description": "A detective hunts a killer in the rain.", "tag": "violence"}]
+    res = filter_candidates(TAGS, cands, SEEDS, near_duplicate=0.8, quality=False)
+    assert len(res.kept) == 4  # format, copy of a seed and duplicate all pass
+    assert res.rejected == {"unparsable": 1, "invalid_label": 1}
+
+
+def test_two_step_answers_each_written_input_from_the_seeds():
+    task = get_task("LaMP-4")
+    seeds = {"u0": [{"text": "The council approved night buses on Monday.",
+                     "title": "Will the council approve night buses?"}]}
+
+    class Cloud:
+        name = "scripted"
+
+        def __init__(self):
+            self.calls = []
+
+        def complete(self, prompts, seed, greedy=False, max_new_tokens=None):
+            self.calls.append((list(prompts), greedy, max_new_tokens))
+            if not greedy:  # step 1: inputs, one without its answer, one empty
+                return [" A storm closes the harbour for two days.\ntitle: Storm news",
+                        " Prices of bread rise again in the north.", " "]
+            return [" Will the storm close the harbour?\n" if "storm" in p else "\n"
+                    for p in prompts]
+
+    cloud = Cloud()
+    out, report = augment(cloud, task, seeds, AugmentSettings(n=3, two_step=True), seed=0)
+    step2, greedy, limit = cloud.calls[1]
+    assert greedy and limit == task.max_new_tokens and len(step2) == 2
+    # the relabel prompt shows the seed with its answer, then the new input, open answer
+    assert "title: Will the council approve night buses?" in step2[0]
+    assert step2[0].endswith("text: A storm closes the harbour for two days.\ntitle:")
+    assert out["u0"] == [{"text": "A storm closes the harbour for two days.",
+                          "title": "Will the storm close the harbour?"}]
+    assert report.per_user["u0"]["rejected_unparsable"] == 2  # no input; an empty answer
+    with pytest.raises(ValueError, match="consistency"):
+        AugmentSettings(two_step=True, consistency=True)

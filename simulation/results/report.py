@@ -174,16 +174,22 @@ def _compare(comp: Mapping) -> list[str]:
 
 
 def _augmentation(s: Mapping) -> list[str]:
+    """One filter table per augmenting method (cdcda, cdcda_active, ...)."""
+    by_method = s.get("augmentation_by_method") or {}
+    if by_method:
+        return [line for m, aug in by_method.items() for line in _filter_table(m, aug)]
     aug = s.get("augmentation")
-    if not aug:
-        return []
+    return _filter_table(aug.get("method", "cdcda"), aug) if aug else []
+
+
+def _filter_table(method: str, aug: Mapping) -> list[str]:
     total = dict(aug.get("total", {}))
     errors = total.pop("cloud_errors", 0)
     generated = total.get("generated", 0)
     rows = [[k.replace("rejected_", "rejected: ").replace("_", " "), str(v),
              f"{100 * v / generated:.1f}%" if generated else "—"] for k, v in total.items()]
     causes = aug.get("cloud_errors", {}).get("by_cause", {})
-    return ["## Augmentation (cdcda)", "",
+    return [f"## Augmentation ({method})", "",
             f"{aug.get('users_augmented', 0)} users augmented.", "",
             *table(["candidates", "number", "share of generated"], rows),
             f"Cloud errors: {errors} failed requests"

@@ -98,6 +98,7 @@ def _augmentation(run_dir: Path, users: list[str], failures: list[dict],
     for c in errors.values():
         error_total.update(c)
     return {
+        "method": augmenting[0],
         "total": {**total_counts(per_user), "cloud_errors": sum(error_total.values())},
         "cloud_errors": {"by_cause": dict(sorted(error_total.items())),
                          "per_user": {u: dict(c) for u, c in sorted(errors.items())}},

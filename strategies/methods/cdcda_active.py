@@ -159,8 +159,9 @@ def counts(run_dir: Path, user: str) -> dict | None:
 
 
 def check_config(cfg) -> None:
-    check(cfg.device.train.steps > 0, "device.train.steps",
-          "must be > 0 for cdcda_active: its steps are split over augment.rounds")
+    check(cfg.device.train.steps >= cfg.augment.rounds, "device.train.steps",
+          f"must be >= augment.rounds = {cfg.augment.rounds} for cdcda_active: its steps "
+          "are split over the rounds, at least one each (0 = epochs is not a fixed budget)")
     check(cfg.augment.n >= cfg.augment.rounds, "augment.n",
           f"must be >= augment.rounds = {cfg.augment.rounds} for cdcda_active (candidates "
           "per round)")
