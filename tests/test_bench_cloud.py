@@ -21,3 +21,21 @@ def test_bench_cloud_reports_batch_sizes_and_where_the_time_goes(capsys):
     assert 0 < b["decode_share_of_bandwidth_bound"] <= 1.5  # a bound, up to timing noise
     assert set(b["sampling_seconds_per_step"]) == {"transformers", "fast"}
     assert "non-embedding parameters" in b["formula"]
+
+
+def test_bench_cloud_times_augmentation_variants_against_the_configured_one(capsys):
+    assert main(["bench", "cloud", "--config", "configs/tiny.toml", "--users", "2",
+                 "--no-bounds", "--vs", "augment.consistency=true", "--vs", "augment.n=1",
+                 "--repeats", "1"]) == 0
+    vs = json.loads(capsys.readouterr().out)["vs"]
+    assert set(vs) == {"configured", "augment.consistency=true", "augment.n=1"}
+    assert vs["configured"]["ratio_to_configured"] == 1.0
+    assert vs["augment.n=1"]["generated"] == 2  # 2 users x 1 candidate
+    assert all(v["augment_seconds"] > 0 for v in vs.values())
+
+
+def test_bench_cloud_refuses_a_variant_outside_augment(capsys):
+    assert main(["bench", "cloud", "--config", "configs/tiny.toml", "--users", "1",
+                 "--no-bounds", "--vs", "cloud.model=x"]) != 0
+    err = capsys.readouterr()
+    assert "--vs 'cloud.model=x': must be augment.FIELD=VALUE" in err.err and not err.out

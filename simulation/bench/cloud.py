@@ -24,6 +24,7 @@ def main(args: argparse.Namespace) -> int:
     from tasks import load_lamp_dir
 
     cfg = load_config(args.config or DEFAULT_CONFIG, args.set or [])
+    variants = _parse_variants(cfg, args.vs, args.repeats)  # before minutes of loading
     with tempfile.TemporaryDirectory() as tmp:
         data_dir, split, task = prepare_data(cfg, Path(tmp))
         data = load_lamp_dir(data_dir, split, task)
@@ -55,6 +56,8 @@ def main(args: argparse.Namespace) -> int:
            "sampler": cfg.cloud.sampler, "dtype": getattr(llm, "dtype", cfg.cloud.dtype),
            "load_seconds": round(load, 2), **runs[sizes[0]],
            "by_batch_size": runs if len(sizes) > 1 else None}
+    if args.vs:
+        out["vs"] = _variants(llm, data.task, seeds, cfg, variants, args.repeats)
     if isinstance(llm, EmbeddedLLM) and not args.no_bounds:
         from simulation.bench.cloud_bounds import split as time_split
 
@@ -64,3 +67,45 @@ def main(args: argparse.Namespace) -> int:
         out["bounds"] = time_split(llm, prompts, cfg.cloud.max_new_tokens)
     print(json.dumps(out))
     return 0
+
+
+def _parse_variants(cfg, items: list[str], repeats: int) -> dict:
+    """{name: AugmentSettings} for `--vs augment.KEY=VALUE` items, the configured first."""
+    from simulation.config import parse_value
+
+    if repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {repeats}")
+    variants = {"configured": cfg.augment}
+    for item in items:
+        key, sep, value = item.partition("=")
+        name = key.removeprefix("augment.")
+        if not sep or not key.startswith("augment.") or \
+                name not in {f.name for f in dataclasses.fields(cfg.augment)}:
+            raise ValueError(f"--vs '{item}': must be augment.FIELD=VALUE, a field of [augment]")
+        variants[item] = dataclasses.replace(cfg.augment, **{name: parse_value(value)})
+    return variants
+
+
+def _variants(llm, task, seeds, cfg, variants: dict, repeats: int) -> dict:
+    """The cloud's time for augmentation variants (e.g. consistency on) against the
+    configured augmentation, alternated `repeats` times in one process (after one warm-up
+    call), as medians and ratios to the configured one."""
+    import statistics
+
+    from server.augment import augment
+
+    first = next(iter(seeds))
+    augment(llm, task, {first: seeds[first]}, dataclasses.replace(cfg.augment, n=1),
+            cfg.experiment.seed)  # warm-up: the first call pays one-off costs
+    seconds: dict[str, list[float]] = {v: [] for v in variants}
+    counts = {}
+    for _ in range(repeats):
+        for name, settings in variants.items():
+            _, report = augment(llm, task, seeds, settings, cfg.experiment.seed)
+            seconds[name].append(report.seconds)
+            counts[name] = report.totals()
+    base = statistics.median(seconds["configured"])
+    return {name: {"augment_seconds": round(statistics.median(t), 2),
+                   "ratio_to_configured": round(statistics.median(t) / base, 3),
+                   "kept": counts[name]["kept"], "generated": counts[name]["generated"]}
+            for name, t in seconds.items()}
