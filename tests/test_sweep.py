@@ -64,6 +64,7 @@ def test_sweep_runs_each_point_keeps_the_good_ones_and_rebuilds_its_report(tmp_p
     assert "faults.device.crash" in md and "## accuracy: mean [95% CI] per point" in md
     for png in ("accuracy-by-value.png", "accuracy-bytes.png"):
         assert (out / "sweep" / png).stat().st_size > 5_000
+    assert "-paired.png" not in md  # the reference (cdcda) did not run: nothing to draw
 
     # `cdcda report DIR` rebuilds the sweep's report byte for byte
     csv_text = (out / "sweep.csv").read_text()
@@ -91,3 +92,25 @@ def test_a_sweep_over_tasks_reports_each_task_s_own_metrics(tmp_path):
     for metric in ("accuracy", "f1", "rouge-1", "rouge-L"):
         assert f"## {metric}: mean [95% CI] per point" in md
         assert (out / "sweep" / f"{metric}-by-value.png").stat().st_size > 5_000
+
+
+def test_paired_differences_are_drawn_per_point_against_zero(tmp_path):
+    from simulation.results.sweep import paired_rows
+    from simulation.results.sweep_plots import plot_against_value
+
+    def point(value, diff):
+        d = {"mean_diff": diff, "low": diff - 0.02, "high": diff + 0.02}
+        return {"values": {"augment.filters": value},
+                "comp": {"reference": "cdcda", "paired": {"local_real": {"rouge-1": d}}}}
+
+    rows = paired_rows([point(True, 0.01), point(False, -0.03),
+                        {"values": {"augment.filters": None}, "comp": None}])  # not run
+    assert rows == [
+        {"augment.filters": True, "method": "cdcda - local_real", "rouge-1": 0.01,
+         "rouge-1_low": pytest.approx(-0.01), "rouge-1_high": 0.03},
+        {"augment.filters": False, "method": "cdcda - local_real", "rouge-1": -0.03,
+         "rouge-1_low": -0.05, "rouge-1_high": pytest.approx(-0.01)}]
+    (title, name), = plot_against_value(tmp_path, rows, ["augment.filters"], paired=True)
+    assert title == "rouge-1 paired differences against augment.filters"
+    assert (tmp_path / name).stat().st_size > 5_000
+    assert plot_against_value(tmp_path, [], ["augment.filters"], paired=True) == []

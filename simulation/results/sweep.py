@@ -58,6 +58,24 @@ def rows(plan: Mapping, points: list[dict]) -> list[dict]:
     return out
 
 
+def paired_rows(points: list[dict]) -> list[dict]:
+    """One row per point x other method: the reference minus it, per user (each metric's
+    mean difference and its paired interval), as `rows` holds means."""
+    out = []
+    for p in points:
+        comp = p["comp"]
+        if not comp:
+            continue
+        for other, by_metric in comp["paired"].items():
+            row = {**p["values"], "method": f"{comp['reference']} - {other}"}
+            for k, d in by_metric.items():
+                if d and d.get("mean_diff") is not None:
+                    row[k], row[f"{k}_low"], row[f"{k}_high"] = \
+                        d["mean_diff"], d["low"], d["high"]
+            out.append(row)
+    return out
+
+
 def _csv(rows_: list[dict]) -> str:
     columns: list[str] = []
     for r in rows_:
@@ -180,6 +198,8 @@ def write_sweep_report(out: Path | str) -> Path:
     rows_ = rows(plan, points)
     keys = list(plan["grid"])
     with atomic_dir(out / PLOT_DIR) as tmp:
-        plots = plot_against_value(tmp, rows_, keys) + plot_against_bytes(tmp, rows_, keys)
+        plots = plot_against_value(tmp, rows_, keys) + \
+            plot_against_value(tmp, paired_rows(points), keys, paired=True) + \
+            plot_against_bytes(tmp, rows_, keys)
     write_text(out / SWEEP_CSV, _csv(rows_))
     return write_text(out / SWEEP_MD, "\n".join(_markdown(plan, points, rows_, plots)) + "\n")

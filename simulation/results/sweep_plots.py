@@ -1,5 +1,6 @@
 """A sweep's plots: each metric's mean with its 95% CI against the swept value (one line per
-method), and each metric against bytes per user."""
+method), the reference method's paired differences against it, and each metric against
+bytes per user."""
 
 from __future__ import annotations
 
@@ -24,10 +25,15 @@ def _numeric(values: list) -> bool:
     return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
 
 
-def plot_against_value(folder: Path, rows: list[dict], keys: list[str]) -> list[tuple]:
-    """Per metric: x = the first grid key, one panel per combination of the others."""
+def plot_against_value(folder: Path, rows: list[dict], keys: list[str],
+                       paired: bool = False) -> list[tuple]:
+    """Per metric: x = the first grid key, one panel per combination of the others.
+
+    `paired`: rows are the reference method minus each other one (the paired per-user
+    difference and its interval; `method` names the pair), drawn against a zero line.
+    """
     if not rows:
-        return [("no point has results yet", "")]
+        return [] if paired else [("no point has results yet", "")]
     x_key, rest = keys[0], keys[1:]
     methods = list(dict.fromkeys(r["method"] for r in rows))
     style = style_of(methods)
@@ -53,13 +59,18 @@ def plot_against_value(folder: Path, rows: list[dict], keys: list[str]) -> list[
                 ax.errorbar(x, y, yerr=err, capsize=3, mfc="none", label=m, **style[m])
             if not numeric:
                 ax.set_xticks(range(len(xs)), [str(v) for v in xs])
+            if paired:
+                ax.axhline(0.0, color="0.4", lw=0.8)
             ax.set_xlabel(x_key)
-            ax.set_ylabel(f"{k} (mean over users, 95% CI)")
+            ax.set_ylabel(f"{k}: paired difference per user (95% CI)" if paired
+                          else f"{k} (mean over users, 95% CI)")
             ax.set_title(", ".join(f"{q} = {v}" for q, v in where.items()) or k)
             ax.grid(alpha=0.3)
         fig.legend(*axes[-1].get_legend_handles_labels(), fontsize=8,
                    loc="outside right upper")  # beside the panels, never over a line
-        out.append((f"{k} against {x_key}", save_png(fig, folder, f"{_safe(k)}-by-value.png")))
+        what, name = ("paired differences", "paired") if paired else ("", "by-value")
+        out.append((f"{k} {what} against {x_key}".replace("  ", " "),
+                    save_png(fig, folder, f"{_safe(k)}-{name}.png")))
     return out
 
 
