@@ -122,8 +122,12 @@ def test_a_cohort_of_three_users_per_supernode_changes_nothing_a_user_sees(
         assert results(out, method) == results(tiny_run, method), method
 
 
-def test_flwr_run_dot_runs_the_same_apps(tmp_path):
-    """Flower's own entry point: local SuperLink, federation of 2 SuperNodes, our apps."""
+@pytest.mark.parametrize("extra", ["", ";cloud.replicas=1;cloud.num_cpus=0"],
+                         ids=["in-process-cloud", "cloud-replica"])
+def test_flwr_run_dot_runs_the_same_apps(tmp_path, extra):
+    """Flower's own entry point: local SuperLink, federation of 2 SuperNodes, our apps;
+    also with the cloud in a Ray replica, which the ServerApp starts on Flower's Ray
+    (with no CPU reserved: Flower's device pool holds every CPU there)."""
     import subprocess
     import sys
     import time
@@ -140,7 +144,7 @@ def test_flwr_run_dot_runs_the_same_apps(tmp_path):
     try:
         done = subprocess.run([str(flwr), "run", ".", "--stream", "--run-config",
                                f'out="{out}" config-file="configs/tiny.toml" '
-                               f'overrides="experiment.methods=[\'zero_shot\',\'cdcda\']"'],
+                               f'overrides="experiment.methods=[\'zero_shot\',\'cdcda\']{extra}"'],
                               cwd=root, env=env, timeout=300, capture_output=True, text=True)
         assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
         deadline = time.time() + 120
@@ -150,6 +154,10 @@ def test_flwr_run_dot_runs_the_same_apps(tmp_path):
         assert summary["users"] == ["u0", "u1"]  # Flower's default federation size
         assert set(summary["methods"]) == {"zero_shot", "cdcda"}
         assert summary["methods"]["cdcda"]["failures"] == {}
+        # the cloud answered every request (through the replica where there is one)
+        assert summary["augmentation"]["total"]["generated"] == 4
+        assert summary["augmentation"]["total"]["cloud_errors"] == 0
+        assert summary["config"]["cloud"]["replicas"] == (1 if extra else 0)
     finally:  # `flwr run` leaves its local SuperLink running: stop the one we started
         subprocess.run(["pkill", "-f", str(tmp_path / "flwr-home")], check=False)
 
