@@ -106,7 +106,8 @@ class AugmentSettings:
     two_step: bool = field(default=False, metadata={
         "help": "the cloud writes a candidate's input, then answers it greedily from the "
                 "user's seeds (relabel prompt): the answer is the cloud's few-shot answer, "
-                "not the one it wrote beside the input"})
+                "not the one it wrote beside the input (tasks with an answer field: not "
+                "citation or tweet, whose pairs are built on the device)"})
     style_filter: bool = field(default=False, metadata={
         "help": "generation tasks: drop candidates whose answer has a form (ending, colon, "
                 "casing, shared opening word, length) that none of the user's seed answers "
