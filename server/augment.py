@@ -96,24 +96,41 @@ def augment(
     return out, report
 
 
+def _reanswer(llm: CloudLLM, task: Task, seeds: Mapping[str, Sequence[dict]],
+              jobs: Sequence[tuple[str, dict, int]], errors: dict[str, Counter]
+              ) -> list[str | None]:
+    """The cloud's greedy few-shot answer to each (user, item, group seed)'s input, from all
+    the user's seeds (the relabel prompt): its first line, or None where the request
+    failed (counted in `errors` by cause). An answer is one short line (a label, a
+    headline): the task's own length is enough."""
+    prompts = [relabel_prompt(task, seeds[uid], item) for uid, item, _ in jobs]
+    answers = llm.complete(prompts, [g for _, _, g in jobs], greedy=True,
+                           max_new_tokens=task.max_new_tokens) if prompts else []
+    out: list[str | None] = []
+    for (uid, _, _), ans in zip(jobs, answers):
+        if isinstance(ans, CloudError):
+            errors.setdefault(uid, Counter())[ans.cause] += 1
+            out.append(None)
+        else:
+            out.append(ans.strip().splitlines()[0] if ans.strip() else "")
+    return out
+
+
 def _answer(llm: CloudLLM, task: Task, seeds: Mapping[str, Sequence[dict]],
             candidates: dict[str, list[dict | None]], group_seed: Mapping[str, int],
             errors: dict[str, Counter]) -> None:
-    """Two-step generation's second step: answer each written input greedily, few-shot
-    from all the user's seeds (the relabel prompt), in place of the answer the cloud wrote
-    beside it. An empty answer leaves the candidate unparsable."""
-    y = task.answer_field
+    """Two-step generation's second step: each written input's answer is the cloud's
+    re-answer, not the one it wrote beside it. An empty answer leaves the candidate
+    unparsable."""
     jobs = [(uid, i) for uid, cs in candidates.items() if uid not in errors
             for i, c in enumerate(cs) if c is not None]
-    prompts = [relabel_prompt(task, seeds[uid], candidates[uid][i]) for uid, i in jobs]
-    answers = llm.complete(prompts, [group_seed[uid] for uid, _ in jobs], greedy=True,
-                           max_new_tokens=task.max_new_tokens) if prompts else []
-    for (uid, i), ans in zip(jobs, answers):
-        if isinstance(ans, CloudError):
-            errors.setdefault(uid, Counter())[ans.cause] += 1
-            continue
-        first = ans.strip().splitlines()[0].strip() if ans.strip() else ""
-        candidates[uid][i] = {**candidates[uid][i], y: first} if first else None
+    answers = _reanswer(llm, task, seeds,
+                        [(uid, candidates[uid][i], group_seed[uid]) for uid, i in jobs], errors)
+    for (uid, i), first in zip(jobs, answers):
+        if first is not None:
+            first = first.strip()
+            candidates[uid][i] = {**candidates[uid][i], task.answer_field: first} \
+                if first else None
 
 
 def _consistency(llm: CloudLLM, task: Task, seeds: Mapping[str, Sequence[dict]],
@@ -126,16 +143,12 @@ def _consistency(llm: CloudLLM, task: Task, seeds: Mapping[str, Sequence[dict]],
     """
     y = task.answer_field
     jobs = [(uid, i) for uid, r in results.items() if seeds[uid] for i in range(len(r.kept))]
-    prompts = [relabel_prompt(task, seeds[uid], results[uid].kept[i]) for uid, i in jobs]
-    # an answer is one short line (a label, a headline): the task's own length is enough
-    answers = llm.complete(prompts, [user_seed(seed, uid) for uid, _ in jobs], greedy=True,
-                           max_new_tokens=task.max_new_tokens) if prompts else []
+    answers = _reanswer(llm, task, seeds, [(uid, results[uid].kept[i], user_seed(seed, uid))
+                                           for uid, i in jobs], errors)
     drop: dict[str, set[int]] = {}
-    for (uid, i), ans in zip(jobs, answers):
-        if isinstance(ans, CloudError):
-            errors.setdefault(uid, Counter())[ans.cause] += 1
+    for (uid, i), first in zip(jobs, answers):
+        if first is None:
             continue
-        first = ans.strip().splitlines()[0] if ans.strip() else ""
         kept = results[uid].kept[i][y]
         if task.kind == "generation":
             agree = rouge([task.parse(first)], [kept])["rouge-L"] >= min_rouge

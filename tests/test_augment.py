@@ -9,6 +9,9 @@ from server.settings import AugmentSettings
 from tasks import get_task
 
 TAGS = get_task("LaMP-2")
+HEADLINES = get_task("LaMP-4")
+HEADLINE_SEEDS = [{"text": "The council approved night buses on Monday.",
+                   "title": "Will the council approve night buses?"}]
 SEEDS = [{"description": "A lone astronaut races to repair the station.", "tag": "sci-fi"},
          {"description": "A shy librarian writes letters to a lost love.", "tag": "romance"}]
 
@@ -150,9 +153,7 @@ def test_lamp1_papers_are_kept_though_their_second_field_is_no_label():
 
 
 def test_generation_consistency_keeps_candidates_whose_output_the_cloud_agrees_with():
-    task = get_task("LaMP-4")
-    seeds = {"u0": [{"text": "The council approved night buses on Monday.",
-                     "title": "Will the council approve night buses?"}]}
+    task, seeds = HEADLINES, {"u0": HEADLINE_SEEDS}
 
     class Cloud:
         name = "scripted"
@@ -236,9 +237,7 @@ def test_filters_off_keep_what_parses_with_a_valid_label_only():
 
 
 def test_two_step_answers_each_written_input_from_the_seeds():
-    task = get_task("LaMP-4")
-    seeds = {"u0": [{"text": "The council approved night buses on Monday.",
-                     "title": "Will the council approve night buses?"}]}
+    task, seeds = HEADLINES, {"u0": HEADLINE_SEEDS}
 
     class Cloud:
         name = "scripted"

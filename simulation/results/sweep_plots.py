@@ -68,9 +68,8 @@ def plot_against_value(folder: Path, rows: list[dict], keys: list[str],
             ax.grid(alpha=0.3)
         fig.legend(*axes[-1].get_legend_handles_labels(), fontsize=8,
                    loc="outside right upper")  # beside the panels, never over a line
-        what, name = ("paired differences", "paired") if paired else ("", "by-value")
-        out.append((f"{k} {what} against {x_key}".replace("  ", " "),
-                    save_png(fig, folder, f"{_safe(k)}-{name}.png")))
+        what, name = (f"{k} paired differences", "paired") if paired else (k, "by-value")
+        out.append((f"{what} against {x_key}", save_png(fig, folder, f"{_safe(k)}-{name}.png")))
     return out
 
 
