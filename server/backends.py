@@ -2,8 +2,10 @@
 
 `complete(prompts)` returns one sampled continuation per prompt, or a `CloudError` naming
 why that request failed (never an empty string standing for a failure: an outage must not
-look like a model that wrote nothing usable). Callers batch many users' prompts into one
-call so the embedded backend fills its batches across users.
+look like a model that wrote nothing usable). Each prompt carries a seed (its random
+stream: one per user) and may carry a batch key: prompts with the same key are a group,
+batched together, so the embedded backend fills its batches with several users' rows
+(a SuperNode's users, `cloud.batch_by = "node"`).
 """
 
 from __future__ import annotations
@@ -48,25 +50,35 @@ class CloudLLM(Protocol):
     name: str
 
     def complete(self, prompts: Sequence[str], seed: Seeds, greedy: bool = False,
-                 max_new_tokens: int | None = None) -> list[Completion]:
+                 max_new_tokens: int | None = None, batch: Seeds | None = None
+                 ) -> list[Completion]:
         """One continuation per prompt, cut at the first blank line, or a CloudError.
 
-        `seed` is one seed for all prompts or one per prompt. Prompts that share a seed
-        are a group (augmentation gives each user one): a completion depends on its
-        group only, never on what else was asked in the same call, so a user's synthetic
-        data is the same whoever else is augmented with it (a retry, a resume, a
-        stream)."""
+        `seed` is one seed for all prompts or one per prompt: a prompt's random stream.
+        Prompts that share a batch key (`batch`; without it, their seed) are a group: a
+        completion depends on its group only, never on what else was asked in the same
+        call, so a user's synthetic data is the same whoever else is augmented with it
+        (a retry, a resume, a stream, a replica)."""
         ...
 
 
-def groups(prompts: Sequence[str], seed: Seeds) -> list[tuple[int, list[int]]]:
-    """(seed, prompt indices) per group, in order of first appearance."""
-    seeds = [seed] * len(prompts) if isinstance(seed, int) else list(seed)
-    if len(seeds) != len(prompts):
-        raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
+def per_prompt(values: Seeds, n: int, what: str = "seeds") -> list[int]:
+    """One int per prompt, from one for all or one each."""
+    out = [values] * n if isinstance(values, int) else [int(v) for v in values]
+    if len(out) != n:
+        raise ValueError(f"{len(out)} {what} for {n} prompts")
+    return out
+
+
+def groups(prompts: Sequence[str], seed: Seeds, batch: Seeds | None = None
+           ) -> list[tuple[int, list[int]]]:
+    """(batch key, prompt indices) per group, in order of first appearance; without
+    batch keys a group is the prompts that share a seed."""
+    seeds = per_prompt(seed, len(prompts))
+    keys = seeds if batch is None else per_prompt(batch, len(prompts), "batch keys")
     out: dict[int, list[int]] = {}
-    for i, s in enumerate(seeds):
-        out.setdefault(int(s), []).append(i)
+    for i, k in enumerate(keys):
+        out.setdefault(k, []).append(i)
     return list(out.items())
 
 
@@ -106,6 +118,11 @@ class BlankLineStop:
         self.ends = torch.tensor([i for i, t in enumerate(text) if t.endswith("\n")])
         self.starts = torch.tensor([i for i, t in enumerate(text) if t.startswith("\n")])
         self.prompt_len = 0
+        self.hit: torch.Tensor | None = None  # rows finished so far in this batch
+
+    def begin(self, prompt_len: int) -> None:
+        """A new batch: its prompts are this long, and no row has finished."""
+        self.prompt_len, self.hit = prompt_len, None
 
     def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
         new = input_ids[:, self.prompt_len :]
@@ -121,6 +138,7 @@ class BlankLineStop:
         if new.shape[1] >= 2:
             pair = torch.isin(new[:, :-1], self.ends) & torch.isin(new[:, 1:], self.starts)
             hit |= pair.any(dim=1)
+        self.hit = hit
         return hit
 
 
@@ -142,14 +160,17 @@ class EmbeddedLLM:
 
     @torch.no_grad()
     def complete(self, prompts: Sequence[str], seed: Seeds, greedy: bool = False,
-                 max_new_tokens: int | None = None) -> list[Completion]:
+                 max_new_tokens: int | None = None, batch: Seeds | None = None
+                 ) -> list[Completion]:
         s = self.settings
+        seeds = per_prompt(seed, len(prompts))
         out: list[Completion] = [CloudError("stopped")] * len(prompts)
-        for group_seed, members in groups(prompts, seed):
+        for key, members in groups(prompts, seed, batch):
             # a group is batched on its own, seeded on its own: its rows' padding, batch
-            # mates and random draws are its own whatever else is asked
-            torch.manual_seed(group_seed)
-            sampler = NucleusSampler(s.temperature, s.top_p, group_seed) \
+            # mates and random draws are its own whatever else is asked; each row draws
+            # from its own seed's generator
+            torch.manual_seed(key)
+            sampler = NucleusSampler(s.temperature, s.top_p, key) \
                 if s.sampler == "fast" and not greedy and s.temperature > 0 else None
             # sort by length so each batch pads little; results go back in input order
             order = sorted(members, key=lambda i: len(prompts[i]))
@@ -157,6 +178,8 @@ class EmbeddedLLM:
                 if self.should_stop():
                     return out  # the rest stay CloudError("stopped"): nothing half-done
                 idx = order[b : b + s.batch_size]
+                if sampler is not None:
+                    sampler.rows = [seeds[i] for i in idx]
                 try:
                     self._batch(prompts, idx, greedy, out, max_new_tokens or s.max_new_tokens,
                                 sampler)
@@ -175,10 +198,11 @@ class EmbeddedLLM:
                              return_tensors="pt", padding=True, truncation=True,
                              max_length=room)
         enc = enc.to(self.model.device)
-        self.stop.prompt_len = enc["input_ids"].shape[1]
+        self.stop.begin(enc["input_ids"].shape[1])
         sample = not greedy and s.temperature > 0
         if sampler is not None:  # it draws the token itself: generate only takes it
             sample = False
+            sampler.finished = lambda: self.stop.hit
             how = dict(logits_processor=LogitsProcessorList([sampler]))
         else:
             how = dict(temperature=s.temperature if sample else None,
@@ -236,9 +260,11 @@ class OpenAILLM:
             return CloudError(cause)
 
     def complete(self, prompts: Sequence[str], seed: Seeds, greedy: bool = False,
-                 max_new_tokens: int | None = None) -> list[Completion]:
+                 max_new_tokens: int | None = None, batch: Seeds | None = None
+                 ) -> list[Completion]:
         """Every prompt's completion, `concurrency` requests at a time, across groups; the
-        j-th prompt of a group is sent with its group's seed + j. A stop (SIGINT,
+        j-th prompt of a seed is sent with that seed + j (each request is its own: batch
+        keys do not apply). A stop (SIGINT,
         SIGTERM) is seen within STOP_POLL seconds: requests not answered yet come back as
         CloudError("stopped") at once, not after the endpoint's slowest answer."""
         start = time.perf_counter()

@@ -37,7 +37,8 @@ class FaultyCloud:
         self.name = f"faulty:{llm.name}"
 
     def complete(self, prompts: Sequence[str], seed: Seeds, greedy: bool = False,
-                 max_new_tokens: int | None = None) -> list[Completion]:
+                 max_new_tokens: int | None = None, batch: Seeds | None = None
+                 ) -> list[Completion]:
         f = self.faults
         out: list[Completion | None] = [None] * len(prompts)
         real: list[int] = []
@@ -61,7 +62,9 @@ class FaultyCloud:
                 real.append(i)
         if real:
             seeds = seed if isinstance(seed, int) else [seed[i] for i in real]
+            keys = {} if batch is None else \
+                {"batch": batch if isinstance(batch, int) else [batch[i] for i in real]}
             for i, text in zip(real, self.llm.complete([prompts[i] for i in real], seeds,
-                                                       greedy, max_new_tokens)):
+                                                       greedy, max_new_tokens, **keys)):
                 out[i] = text
         return [o if o is not None else CloudError("missing") for o in out]

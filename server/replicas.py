@@ -1,7 +1,8 @@
 """The embedded cloud as Ray actors: `cloud.replicas` copies of the model, placed by Ray.
 
 Each replica holds its own copy of the cloud model and answers whole groups of prompts
-(a group is one user's candidates, under the user's seed). A group goes to whichever
+(a group is the prompts that share a batch key: a SuperNode's users' candidates, or one
+user's). A group goes to whichever
 replica is free first, and a group's completions depend on the group alone (see
 `CloudLLM.complete`), so the synthetic data are the same with any number of replicas, or
 none. The actors are named (`cdcda-cloud-<i>`): `cdcda run` starts them before Flower
@@ -17,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from server.backends import STOP_POLL, CloudError, Completion, Seeds, groups
+from server.backends import STOP_POLL, CloudError, Completion, Seeds, groups, per_prompt
 from server.engines import make_backend
 from server.settings import CloudSettings
 
@@ -50,10 +51,11 @@ class CloudReplica:
         return float(getattr(self.llm, "load_seconds", 0.0))
 
     def complete(self, prompts: list[str], seed: Seeds, greedy: bool,
-                 max_new_tokens: int | None) -> tuple[list[Completion], int]:
+                 max_new_tokens: int | None, batch: int | None = None
+                 ) -> tuple[list[Completion], int]:
         self.load()
         before = getattr(self.llm, "generated_tokens", 0)
-        out = self.llm.complete(prompts, seed, greedy, max_new_tokens)
+        out = self.llm.complete(prompts, seed, greedy, max_new_tokens, batch)
         return out, getattr(self.llm, "generated_tokens", 0) - before
 
 
@@ -143,11 +145,13 @@ class ReplicatedLLM:
         self.counting = threading.Lock()
 
     def complete(self, prompts: Sequence[str], seed: Seeds, greedy: bool = False,
-                 max_new_tokens: int | None = None) -> list[Completion]:
+                 max_new_tokens: int | None = None, batch: Seeds | None = None
+                 ) -> list[Completion]:
         import ray
 
         out: list[Completion] = [CloudError("stopped")] * len(prompts)
-        todo = groups(prompts, seed)
+        seeds = per_prompt(seed, len(prompts))
+        todo = groups(prompts, seed, batch)
         running: dict = {}  # ref -> (replica, members)
         while (todo or running) and not self.should_stop():
             while todo:  # hand groups to free replicas; never wait while groups are out
@@ -155,9 +159,10 @@ class ReplicatedLLM:
                     h = self.idle.get(timeout=STOP_POLL if not running else 0.001)
                 except queue.Empty:
                     break
-                group_seed, members = todo.pop(0)
-                ref = h.complete.remote([prompts[i] for i in members], group_seed, greedy,
-                                        max_new_tokens)
+                key, members = todo.pop(0)
+                ref = h.complete.remote([prompts[i] for i in members],
+                                        [seeds[i] for i in members], greedy, max_new_tokens,
+                                        key)
                 running[ref] = (h, members)
             if not running:
                 continue

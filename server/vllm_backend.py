@@ -45,7 +45,10 @@ class VLLMLLM:
         self.generated_tokens = 0
 
     def complete(self, prompts: Sequence[str], seed: Seeds, greedy: bool = False,
-                 max_new_tokens: int | None = None) -> list[Completion]:
+                 max_new_tokens: int | None = None, batch: Seeds | None = None
+                 ) -> list[Completion]:
+        """Batch keys do not apply: each request carries its own seed, whatever else is
+        in flight."""
         s = self.settings
         most = max_new_tokens or s.max_new_tokens
         request_seed = {i: group_seed + j for group_seed, members in groups(prompts, seed)

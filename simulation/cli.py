@@ -118,9 +118,10 @@ def _bench(sub: argparse._SubParsersAction) -> None:
                            help="cloud.batch_size values to run in turn (default: the config's)")
             p.add_argument("--no-bounds", action="store_true",
                            help="skip the prefill/decode/sampling split and its bounds")
-            p.add_argument("--vs", action="append", default=[], metavar="augment.KEY=VALUE",
-                           help="also time augmentation with this setting (repeatable), "
-                                "alternated with the configured one: medians and ratios")
+            p.add_argument("--vs", action="append", default=[], metavar="'KEY=VALUE ...'",
+                           help="also time augmentation with these space-separated augment. "
+                                "or cloud. settings (repeatable), alternated with the "
+                                "configured ones: medians and ratios")
             p.add_argument("--repeats", type=int, default=3,
                            help="rounds of the --vs alternation (default 3)")
         p.set_defaults(fn=fn)

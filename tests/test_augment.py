@@ -189,8 +189,8 @@ def test_a_users_synthetic_data_does_not_depend_on_who_else_is_augmented():
         def __init__(self, llm):
             self.llm, self.seen = llm, []
 
-        def complete(self, prompts, seed, greedy=False, max_new_tokens=None):
-            out = self.llm.complete(prompts, seed, greedy, max_new_tokens)
+        def complete(self, prompts, seed, greedy=False, max_new_tokens=None, **kw):
+            out = self.llm.complete(prompts, seed, greedy, max_new_tokens, **kw)
             self.seen.extend(zip(prompts, out))
             return out
 
@@ -200,15 +200,32 @@ def test_a_users_synthetic_data_does_not_depend_on_who_else_is_augmented():
                         "tag": "comedy"} for j in range(3)] for i in range(4)}
     settings = AugmentSettings(n=3)
 
-    def written(users):
+    def written(users, together=None, who="film 2 number"):
         rec = Recorder(llm)
-        augment(rec, task, {u: seeds[u] for u in users}, settings, seed=11)
-        return [(p, t) for p, t in rec.seen if "film 2 number" in p]  # u2's, in order
+        augment(rec, task, {u: seeds[u] for u in users}, settings, seed=11, together=together)
+        return [(p, t) for p, t in rec.seen if who in p]  # u2's, in order
 
     alone = written(["u2"])
     assert len(alone) == 3 and all(isinstance(t, str) and t for _, t in alone)
     assert written(["u0", "u1", "u2", "u3"]) == alone
     assert written(["u2", "u3"]) == alone
+    # batched by node (u0+u1, u2+u3): a node's users together, whoever else is asked, so
+    # one call for every node (no pipeline) writes what one call per node (pipeline) writes
+    nodes = {"u0": "u0", "u1": "u0", "u2": "u2", "u3": "u2"}
+    per_node = written(["u2", "u3"], nodes, who="film") + \
+        written(["u0", "u1"], nodes, who="film")
+    everyone = written(["u0", "u1", "u2", "u3"], nodes, who="film")
+    assert sorted(everyone) == sorted(per_node) and len(everyone) == 12
+
+
+def test_a_nodes_users_are_named_by_its_first_user():
+    from strategies.methods.base import node_names
+
+    class Coordinator:
+        user_node = {"u3": 7, "u1": 7, "u2": 9, "u0": 5}
+
+    assert node_names(Coordinator(), ["u3", "u2", "u9"]) == {"u3": "u1", "u2": "u2",
+                                                            "u9": "u9"}
 
 
 def test_grouped_seeds_batch_each_group_on_its_own():
@@ -265,3 +282,34 @@ def test_two_step_answers_each_written_input_from_the_seeds():
     assert report.per_user["u0"]["rejected_unparsable"] == 2  # no input; an empty answer
     with pytest.raises(ValueError, match="consistency"):
         AugmentSettings(two_step=True, consistency=True)
+
+
+def test_users_named_together_share_the_clouds_batches():
+    """cloud.batch_by = "node": a node's users share batch keys (one per node, stable
+    whoever else is asked); without `together` no key is sent and each user is alone."""
+    class Keys:
+        name = "keys"
+
+        def __init__(self):
+            self.calls = []
+
+        def complete(self, prompts, seed, greedy=False, max_new_tokens=None, **kw):
+            self.calls.append((list(seed), kw.get("batch")))
+            return [" A storm closes the harbour.\ntitle: Storm " + str(i)
+                    for i in range(len(prompts))]
+
+    seeds = {u: HEADLINE_SEEDS for u in ("a", "b", "c")}
+    cloud = Keys()
+    augment(cloud, HEADLINES, seeds, AugmentSettings(n=2, consistency=True), seed=0,
+            together={"a": "a", "b": "a", "c": "c"})
+    (own, keys), (_, check_keys) = cloud.calls  # candidates, then the consistency pass
+    assert own[0] == own[1] != own[2] == own[3] != own[4]  # each user its own stream
+    assert keys[:4] == [keys[0]] * 4 and keys[4:] == [keys[4]] * 2 and keys[0] != keys[4]
+    assert set(check_keys) <= set(keys) and len(set(check_keys)) == 2
+    again = Keys()
+    augment(again, HEADLINES, {"c": HEADLINE_SEEDS}, AugmentSettings(n=2), seed=0,
+            together={"c": "c"})
+    assert again.calls[0][1] == keys[4:]  # c's key does not depend on who else is asked
+    alone = Keys()
+    augment(alone, HEADLINES, seeds, AugmentSettings(n=2), seed=0)
+    assert alone.calls[0][1] is None

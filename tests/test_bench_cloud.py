@@ -34,8 +34,25 @@ def test_bench_cloud_times_augmentation_variants_against_the_configured_one(caps
     assert all(v["augment_seconds"] > 0 for v in vs.values())
 
 
-def test_bench_cloud_refuses_a_variant_outside_augment(capsys):
+def test_bench_cloud_times_another_cloud_arithmetic_in_the_same_run(capsys):
+    old = "cloud.sampler=transformers cloud.batch_by=user cloud.dtype=float32"
+    assert main(["bench", "cloud", "--config", "configs/tiny.toml", "--users", "4",
+                 "--set", "runtime.cohort=2", "--no-bounds", "--vs", old,
+                 "--repeats", "1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["batch_by"] == "node" and out["cohort"] == 2
+    assert set(out["vs"]) == {"configured", old}
+    assert out["vs"][old]["generated"] == out["vs"]["configured"]["generated"] == 8
+    assert out["vs"][old]["candidates_per_second"] > 0
+
+
+def test_bench_cloud_refuses_a_variant_outside_augment_and_cloud(capsys):
     assert main(["bench", "cloud", "--config", "configs/tiny.toml", "--users", "1",
-                 "--no-bounds", "--vs", "cloud.model=x"]) != 0
+                 "--no-bounds", "--vs", "device.train.lr=1"]) != 0
     err = capsys.readouterr()
-    assert "--vs 'cloud.model=x': must be augment.FIELD=VALUE" in err.err and not err.out
+    assert "--vs 'device.train.lr=1': must be augment.KEY=VALUE or cloud.KEY=VALUE" in err.err
+    assert not err.out
+    assert main(["bench", "cloud", "--config", "configs/tiny.toml", "--users", "1",
+                 "--no-bounds", "--vs", "cloud.batch_by=users"]) != 0
+    err = capsys.readouterr().err
+    assert "--vs 'cloud.batch_by=users'" in err and "batch_by" in err

@@ -53,3 +53,24 @@ def test_pipelined_cdcda_gives_the_same_data_adapters_and_metrics(tmp_path, clou
                                                 figures["devices_seconds"]) + 1e-6
     assert 0 <= figures["overlap_share"] <= 1
     assert not (a / "pipeline.json").exists()  # nothing to overlap without the pipeline
+
+
+def test_pipelined_cdcda_on_the_embedded_cloud_batching_nodes_gives_the_same_data(tmp_path):
+    """cloud.batch_by = "node" (the default): a node's users share the cloud's batches,
+    with or without the pipeline, so their data and adapters are the same."""
+    def run(out, pipeline: bool) -> None:
+        assert main(["run", "--config", "configs/tiny.toml", "--out", str(out),
+                     "--set", "experiment.methods=['cdcda']", "--set", "augment.n=4",
+                     "--set", "runtime.cohort=2",
+                     "--set", f"augment.pipeline={str(pipeline).lower()}"]) == 0
+
+    a, b = tmp_path / "a" / "run", tmp_path / "b" / "run"
+    run(a, False)
+    run(b, True)
+    users = sorted(p.name for p in (a / "adapters").iterdir())
+    assert len(users) == 4
+    for user in users:
+        assert (a / "synthetic" / f"{user}.json").read_bytes() == \
+            (b / "synthetic" / f"{user}.json").read_bytes(), user
+        assert (a / "adapters" / user / "adapter_model.safetensors").read_bytes() == \
+            (b / "adapters" / user / "adapter_model.safetensors").read_bytes(), user

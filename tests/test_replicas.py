@@ -118,9 +118,10 @@ def test_replica_settings_are_checked(tmp_path):
         "experiment.methods=['local_real']"]))
 
 
-def _run(out, replicas: int) -> dict:
+def _run(out, replicas: int, cohort: int = 1) -> dict:
     assert main(["run", "--config", "configs/tiny.toml", "--out", str(out),
                  "--set", "experiment.methods=['cdcda', 'cloud']", "--set", "augment.n=3",
+                 "--set", f"runtime.cohort={cohort}",
                  "--set", "cloud.threads=1", "--set", f"cloud.replicas={replicas}",
                  "--set", f"cloud.num_cpus={1 / max(replicas, 1)}",
                  "--set", "runtime.num_cpus=2"]) == 0
@@ -138,9 +139,10 @@ def _untimed(per_user: dict) -> dict:
 @pytest.mark.e2e
 @pytest.mark.parametrize("n", [1, 2])
 def test_cdcda_with_replicas_gives_the_same_data_adapters_and_metrics(tmp_path, n):
-    """n = 2: two pipeline threads augment two nodes at once, on two replicas."""
+    """n = 2: two pipeline threads augment two nodes of two users at once, on two
+    replicas, each node's users in shared batches (cloud.batch_by = "node")."""
     a, b = tmp_path / "a" / "run", tmp_path / "b" / "run"  # same length: same message bytes
-    here, there = _run(a, 0), _run(b, n)
+    here, there = _run(a, 0, n), _run(b, n, n)
     users = sorted(p.name for p in (a / "adapters").iterdir())
     assert len(users) == 4
     for user in users:

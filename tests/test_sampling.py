@@ -79,3 +79,37 @@ def test_the_embedded_cloud_samples_with_either_sampler_seeded_per_group():
         assert all(isinstance(t, str) and t for t in out)
         assert out == llm.complete(prompts, [4, 4, 9])
         assert out[2:] == llm.complete(prompts[2:], [9])  # a group's own, whoever else
+
+
+def test_rows_of_several_seeds_each_draw_their_own_seeds_stream():
+    """Users batched together draw, row for row, what each would draw batched alone."""
+    from server.sampling import NucleusSampler
+
+    together = NucleusSampler(1.0, 0.9, seed=0)
+    together.rows = [5, 7, 5]
+    u = together._uniforms(3).flatten()
+    five, seven = torch.Generator().manual_seed(5), torch.Generator().manual_seed(7)
+    alone5, alone7 = torch.rand(2, 1, generator=five), torch.rand(1, 1, generator=seven)
+    assert torch.equal(u[[0, 2]], alone5.flatten()) and torch.equal(u[1:2], alone7.flatten())
+    plain = NucleusSampler(1.0, 0.9, seed=5)  # no row seeds: every row from `seed`'s
+    assert torch.equal(plain._uniforms(2), torch.rand(2, 1, generator=torch.Generator()
+                                                     .manual_seed(5)))
+    with pytest.raises(ValueError, match="3 row seeds for 2 rows"):
+        together._uniforms(2)
+
+
+def test_the_embedded_cloud_batches_by_key_and_samples_by_seed():
+    from server.backends import EmbeddedLLM
+    from server.settings import CloudSettings
+
+    llm = EmbeddedLLM(CloudSettings(model="tiny-random-1", max_new_tokens=12, batch_size=8))
+    prompts = ["short", "a much longer prompt than the first one", "mid length", "x y"]
+    seeds, keys = [4, 4, 9, 9], [1, 1, 1, 2]  # users 4 and 9 share batch 1
+    out = llm.complete(prompts, seeds, batch=keys)
+    assert all(isinstance(t, str) and t for t in out)
+    assert out[:3] == llm.complete(prompts[:3], seeds[:3], batch=1)  # the group's own
+    assert out[3:] == llm.complete(prompts[3:], [9], batch=[2])
+    # a group of one user's rows draws what that user draws batched by its seed alone
+    assert llm.complete(prompts[:2], [4, 4], batch=77) == llm.complete(prompts[:2], 4)
+    with pytest.raises(ValueError, match="1 batch keys for 2 prompts"):
+        llm.complete(prompts[:2], 4, batch=[1])

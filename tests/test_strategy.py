@@ -72,7 +72,7 @@ def _users(msg):
 
 
 def _strategy(tmp_path, augmenter=None, timeout=2.0, retries=0, **settings):
-    aug = augmenter or (lambda seeds, attempt: ({u: [] for u in seeds},
+    aug = augmenter or (lambda seeds, attempt, **_: ({u: [] for u in seeds},
                                                 {u: {"kept": 0} for u in seeds}, {}))
     return AugmentationStrategy({"task": "LaMP-2"}, tmp_path, aug,
                                 Ledger(tmp_path / "ledger.jsonl"),
@@ -147,7 +147,7 @@ def test_cdcda_sends_each_user_only_its_own_synthetic_data(tmp_path):
             got[node] = json.loads(msg.content[f"synthetic/u{node}"]["items"])
         return _reply(msg, f"u{node}", {"accuracy": 1.0})
 
-    def augmenter(seeds, attempt):
+    def augmenter(seeds, attempt, **_):
         items = {u: [{"description": "made for " + s[0]["description"], "tag": "comedy"}]
                  for u, s in seeds.items()}
         return items, {u: {"generated": 1, "kept": 1} for u in seeds}, {}
@@ -274,7 +274,7 @@ def test_a_user_whose_augmentation_failed_is_not_cached_nor_silently_trained(tmp
             trained[node] = json.loads(msg.content[f"synthetic/u{node}"]["items"])
         return _reply(msg, f"u{node}", {"accuracy": 1.0})
 
-    def augmenter(seeds, attempt):  # the cloud fails every request of u2
+    def augmenter(seeds, attempt, **_):  # the cloud fails every request of u2
         ok = {u: [{"description": "new", "tag": "comedy"}] for u in seeds if u != "u2"}
         return ok, {u: {"generated": 1, "kept": 1} for u in ok}, {
             "u2": {"connection": 2}} if "u2" in seeds else {}
@@ -309,7 +309,7 @@ def test_what_left_each_device_is_listed_by_field_and_bytes(tmp_path):
             return _seeds_reply(msg, node, fields=("description",))  # the tag stays home
         return _reply(msg, f"u{node}", {"accuracy": 1.0})
 
-    s = _strategy(tmp_path, lambda seeds, a: ({u: [] for u in seeds},
+    s = _strategy(tmp_path, lambda seeds, a, **_: ({u: [] for u in seeds},
                                               {u: {"kept": 0} for u in seeds}, {}))
     grid = ScriptedGrid([1], behaviour)
     s.discover(grid)
@@ -473,7 +473,7 @@ def test_each_user_is_charged_what_its_own_device_would_send_and_receive(tmp_pat
             return _records(user, {"num-seeds": 1}, items=json.dumps(seeds))
         return _records(user, {"accuracy": 1.0, "num-examples": 3.0}, method="cdcda")
 
-    def augmenter(seeds, attempt):
+    def augmenter(seeds, attempt, **_):
         items = {u: [{"description": "made for " + s[0]["description"], "tag": "x"}] * 2
                  for u, s in seeds.items()}
         return items, {u: {"kept": 2} for u in seeds}, {}

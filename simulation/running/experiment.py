@@ -192,14 +192,18 @@ def build_strategy(cfg: Config, run_dir: Path, should_stop: Callable[[], bool]
                 backend["llm"] = open_cloud(cfg.cloud, should_stop)
         return backend["llm"]
 
-    def augmenter(seeds, attempt, focus=None, part=(0, 1)):
-        """part = (round r, of R rounds): round r's share of augment.n (active)."""
+    def augmenter(seeds, attempt, focus=None, part=(0, 1), nodes=None):
+        """part = (round r, of R rounds): round r's share of augment.n (active); nodes =
+        each user's SuperNode, named by its users (cloud.batch_by = "node" batches them
+        together)."""
         from server.augment import augment
 
         r, rounds = part
         n = share(cfg.augment.n, r, rounds)
+        together = nodes if cfg.cloud.batch_by == "node" else None
         items, report = augment(cloud(), task, seeds, dataclasses.replace(cfg.augment, n=n),
-                                cfg.experiment.seed, attempt, cfg.faults.cloud, focus, r)
+                                cfg.experiment.seed, attempt, cfg.faults.cloud, focus, r,
+                                together)
         return items, report.per_user, report.errors
 
     rt = cfg.runtime

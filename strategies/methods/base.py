@@ -132,3 +132,13 @@ def evaluate_each(kind: str = "evaluate"):
 def metrics_of(view: View) -> dict[str, float]:
     """A reply's metrics: the parse of every exchange that only brings metrics back."""
     return reply_metrics(view.content)
+
+
+def node_names(s: Coordinator, users) -> dict[str, str]:
+    """Each user's SuperNode, named by the first of all the users it holds (stable across
+    sessions, unlike Flower's node ids): the cloud may batch a node's users together."""
+    members: dict[int, list[str]] = {}
+    for user in s.user_node:
+        members.setdefault(s.user_node[user], []).append(user)
+    name = {n: min(us) for n, us in members.items()}
+    return {u: name[s.user_node[u]] if u in s.user_node else u for u in users}

@@ -21,7 +21,7 @@ from flwr.app import ConfigRecord
 from flwr.serverapp import Grid
 
 from strategies.exchange import RunStopped
-from strategies.methods.base import Coordinator, Method, MethodResult, metrics_of
+from strategies.methods.base import Coordinator, Method, MethodResult, metrics_of, node_names
 from strategies.replies import Items, View, parse_items
 from tasks.files import load_stored, write_json
 
@@ -50,8 +50,8 @@ def run(s: Coordinator, grid: Grid, method: str, users: list[str], attempt: int,
 
     if not getattr(s.settings, "pipeline", True) or not seeds:
         if seeds:
-            _record(s, method, seeds, s.augmenter(seeds, attempt), attempt, last, failed,
-                    synthetic, fallback)
+            got = s.augmenter(seeds, attempt, nodes=node_names(s, seeds))
+            _record(s, method, seeds, got, attempt, last, failed, synthetic, fallback)
         msgs = train_messages(users)
         if msgs:
             failed.update(s.exchange(grid, msgs, method, attempt, metrics_of, commit))
@@ -152,7 +152,8 @@ class _Pipeline:
                 return
             try:
                 t0 = time.perf_counter()
-                got = s.augmenter({u: seeds[u] for u in node_users if u in seeds}, attempt)
+                mine = {u: seeds[u] for u in node_users if u in seeds}
+                got = s.augmenter(mine, attempt, nodes=node_names(s, mine))
                 self.cloud.append((t0, time.perf_counter()))
             except BaseException as err:  # raised again in the strategy's thread
                 self.queue.put((node_users, err))

@@ -24,7 +24,7 @@ from flwr.app import ConfigRecord
 from flwr.serverapp import Grid
 
 from strategies.exchange import RunStopped
-from strategies.methods.base import Coordinator, Method, MethodResult
+from strategies.methods.base import Coordinator, Method, MethodResult, node_names
 from strategies.methods.cdcda import _seeds
 from strategies.replies import BadReply, View, reply_metrics
 from tasks.files import load_stored, write_json
@@ -80,7 +80,8 @@ def _augment(s: Coordinator, method: str, r: int, rounds: int, todo: list[str],
     focus = {u: weakest(seeds[u], state[u]["rounds"][r - 1].get("signal", []))
              for u in need} if r else None
     start = time.perf_counter()
-    items, counts, errors = s.augmenter(seeds, attempt, focus, (r, rounds))
+    items, counts, errors = s.augmenter(seeds, attempt, focus, (r, rounds),
+                                        nodes=node_names(s, seeds))
     _cloud_time(s, r, time.perf_counter() - start, len(need),
                 sum(c.get("generated", 0) for c in counts.values()))
     for user, kept in items.items():
