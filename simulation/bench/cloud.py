@@ -64,10 +64,13 @@ def main(args: argparse.Namespace) -> int:
     if isinstance(llm, EmbeddedLLM) and not args.no_bounds:
         from simulation.bench.cloud_bounds import split as time_split
 
-        first = users[0]
-        prompts = [augmentation_prompt(data.task, seeds[first], c)
-                   for c in range(min(cfg.augment.n, cfg.cloud.batch_size))]
-        out["bounds"] = time_split(llm, prompts, cfg.cloud.max_new_tokens)
+        # one batch as the configured cloud fills it: the first node's users' candidates
+        # (batch_by = node) or the first user's, up to batch_size
+        node = _nodes(cfg, users) or {users[0]: users[0]}
+        prompts = [augmentation_prompt(data.task, seeds[u], c) for u in users
+                   if node.get(u) == users[0] for c in range(cfg.augment.n)]
+        out["bounds"] = time_split(llm, prompts[: cfg.cloud.batch_size],
+                                   cfg.cloud.max_new_tokens)
     print(json.dumps(out))
     return 0
 
