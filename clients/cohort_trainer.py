@@ -80,7 +80,7 @@ def train_cohort(peft_model, stack: StackedLora, tokenizer, formatter: PromptFor
     plans = [schedule(len(r), settings, j.seed, j.steps) for r, j in zip(rows, jobs)]
     per_epoch = [math.ceil(len(r) / settings.batch_size) if r else 1 for r in rows]
     device = next(peft_model.parameters()).device
-    low = torch.bfloat16 if settings.bf16 else None
+    low = torch.bfloat16 if settings.uses_bf16(device.type) else None
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if low
                 else contextlib.nullcontext())
     decoder, head, cap = decoder_and_head(peft_model)

@@ -48,7 +48,18 @@ class TrainSettings:
     real_weight: float = field(default=1.0, metadata={"help": "loss weight of real vs synthetic"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "clip per user; 0 disables"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
-    bf16: bool = field(default=True, metadata={"help": "bf16 autocast (CPU and CUDA)"})
+    bf16: Literal["auto", True, False] = field(default="auto", metadata={
+        "help": "bf16 autocast; auto = where the device computes bf16 natively (a GPU, a "
+                "CPU with AMX or AVX-512), float32 on an AVX2-only CPU, where bf16 is "
+                "emulated and training ran 5x slower"})
+
+    def uses_bf16(self, device: str) -> bool:
+        """`bf16` made concrete for `device` ('cpu' or 'cuda')."""
+        if self.bf16 == "auto":
+            from models.loading import native_bf16
+
+            return native_bf16(device)
+        return bool(self.bf16)
     steps: int = field(default=0, metadata={
         "help": "exact optimiser steps per user, cycling the data; 0 = `epochs` passes. "
                 "Use it to compare methods whose users hold different amounts of data"})

@@ -108,7 +108,7 @@ def train_lora(
     device = next(model.parameters()).device
     autocast = (
         torch.autocast(device.type, dtype=torch.bfloat16)
-        if settings.bf16 else contextlib.nullcontext()
+        if settings.uses_bf16(device.type) else contextlib.nullcontext()
     )
     gen = torch.Generator().manual_seed(seed)
     pad_id = tokenizer.pad_token_id

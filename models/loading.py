@@ -175,6 +175,14 @@ def pick_device(accelerator: str) -> str:
     return accelerator
 
 
+def native_bf16(device: str) -> bool:
+    """Whether `device` ('cpu' or 'cuda') computes bfloat16 natively. A CPU without AMX or
+    AVX-512 (AVX2 only) emulates it: a bf16 matmul ran 5.5x slower than float32 on one."""
+    if device == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def load_model(name: str, dtype: str = "float32", device: str = "cpu") -> LoadedModel:
     """Load a causal LM by name for inference or LoRA training; the base is frozen."""
     from transformers import AutoModelForCausalLM

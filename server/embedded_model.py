@@ -16,11 +16,9 @@ def resolve_dtype(settings: CloudSettings) -> str:
     """cloud.dtype, with 'auto' made concrete: bfloat16 where it is computed natively."""
     if settings.dtype != "auto":
         return settings.dtype
-    from models.loading import pick_device
+    from models.loading import native_bf16, pick_device
 
-    if pick_device(settings.accelerator) == "cuda":
-        return "bfloat16"
-    return "bfloat16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "float32"
+    return "bfloat16" if native_bf16(pick_device(settings.accelerator)) else "float32"
 
 
 class FlatHead(torch.nn.Module):

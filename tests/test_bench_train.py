@@ -27,7 +27,8 @@ def test_bench_train_compares_three_paths_on_the_same_users(capsys):
     a, c = out["a_one_by_one_peft"], out["c_cohort_k3"]
     assert len(a["all_seconds"]) == 2 and a["seconds"] == min(a["all_seconds"])
     assert out["ratio_c_over_a"] == pytest.approx(a["seconds"] / c["seconds"], rel=0.1)
-    assert out["ceiling_tflops_bf16_matmul"] > 0 and "frozen base" in out["flops_formula"]
+    assert out["ceiling_tflops_matmul"] > 0 and "frozen base" in out["flops_formula"]
+    assert out["ceiling_dtype"] == "float32" and out["recipe"]["bf16"] is False
     # tiny.toml trains in fp32: the cohort's adapters are the one-by-one run's
     assert out["max_adapter_difference_a_vs_c"] < 1e-3
     assert 0 <= out["max_relative_adapter_difference_a_vs_c"] < 1e-3

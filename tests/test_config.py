@@ -24,6 +24,23 @@ def test_overrides_are_typed_and_nested():
     assert cfg.experiment.methods == ["cdcda"] and cfg.cloud.temperature == 0.5
 
 
+def test_bf16_auto_follows_native_support_and_explicit_values_win(monkeypatch):
+    import torch
+
+    from models.loading import native_bf16
+
+    cfg = load_config(DEFAULT_CONFIG)
+    assert cfg.device.train.bf16 == "auto"
+    for native in (True, False):  # an AVX2-only CPU emulates bf16: float32 there
+        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda n=native: n)
+        assert native_bf16("cpu") is native and cfg.device.train.uses_bf16("cpu") is native
+        for text, want in (("true", True), ("False", False)):
+            forced = load_config(DEFAULT_CONFIG, [f"device.train.bf16={text}"]).device.train
+            assert forced.uses_bf16("cpu") is want
+    with pytest.raises(ConfigError, match="bf16"):
+        load_config(DEFAULT_CONFIG, ["device.train.bf16=sometimes"])
+
+
 def test_resolved_config_round_trips(tmp_path):
     cfg = load_config(DEFAULT_CONFIG, ["augment.n=3"])
     dump_config(cfg, tmp_path / "config.toml")

@@ -160,7 +160,9 @@ def main(args: argparse.Namespace) -> int:
                   file=sys.stderr, flush=True)  # stdout carries only the JSON
     a_s, b_s, c_s = (min(times[p]) for p in "abc")  # the least disturbed repetition
     a_states, c_states = states["a"], states["c"]
-    ceiling = matmul_ceiling(device)
+    bf16 = cfg.device.train.uses_bf16(torch.device(device).type)
+    ceiling_dtype = torch.bfloat16 if bf16 else torch.float32  # what the matmuls run in
+    ceiling = matmul_ceiling(device, ceiling_dtype)
     drift = max((a[n] - c[n]).abs().max().item() for a, c in zip(a_states, c_states) for n in a)
     rel_drift = max(((a[n] - c[n]).norm() / a[n].norm().clamp_min(1e-12)).item()
                     for a, c in zip(a_states, c_states) for n in a)
@@ -180,12 +182,13 @@ def main(args: argparse.Namespace) -> int:
                    "examples_per_user": round(sum(len(j.examples) for j in jobs) / len(jobs), 1),
                    "batch_size": cfg.device.train.batch_size,
                    "epochs": cfg.device.train.epochs, "steps": cfg.device.train.steps,
-                   "max_length": cfg.device.train.max_length, "bf16": cfg.device.train.bf16,
+                   "max_length": cfg.device.train.max_length, "bf16": bf16,
                    "pass_tokens": cohort_pass_tokens(cfg.device.train, device),
                    "checkpointing": cfg.device.train.checkpointing},
         "train_tokens": tokens, "answer_tokens": answer, "padded_tokens_one_by_one": padded,
         "model_shape": shape, "useful_flops": flops, "flops_formula": FLOPS_FORMULA,
-        "ceiling_tflops_bf16_matmul": round(ceiling / 1e12, 3),
+        "ceiling_tflops_matmul": round(ceiling / 1e12, 3),
+        "ceiling_dtype": str(ceiling_dtype).removeprefix("torch."),
         "repeat": repeat,
         "a_one_by_one_peft": path(a_s, "a"),
         "b_cohort_k1": path(b_s, "b"),
