@@ -53,13 +53,6 @@ class TrainSettings:
                 "CPU with AMX or AVX-512), float32 on an AVX2-only CPU, where bf16 is "
                 "emulated and training ran 5x slower"})
 
-    def uses_bf16(self, device: str) -> bool:
-        """`bf16` made concrete for `device` ('cpu' or 'cuda')."""
-        if self.bf16 == "auto":
-            from models.loading import native_bf16
-
-            return native_bf16(device)
-        return bool(self.bf16)
     steps: int = field(default=0, metadata={
         "help": "exact optimiser steps per user, cycling the data; 0 = `epochs` passes. "
                 "Use it to compare methods whose users hold different amounts of data"})
@@ -81,6 +74,14 @@ class TrainSettings:
         check(self.real_weight > 0, "real_weight", f"must be > 0, got {self.real_weight}")
         check(self.steps >= 0, "steps", f"must be >= 0, got {self.steps}")
         check(self.pass_tokens >= 0, "pass_tokens", f"must be >= 0, got {self.pass_tokens}")
+
+    def uses_bf16(self, device: str) -> bool:
+        """`bf16` made concrete for `device` ('cpu' or 'cuda')."""
+        if self.bf16 == "auto":
+            from models.loading import native_bf16
+
+            return native_bf16(device)
+        return bool(self.bf16)
 
 
 @dataclass

@@ -61,9 +61,9 @@ def _type_hints(cls: type) -> dict[str, Any]:
 def _coerce(value: Any, hint: Any, name: str) -> Any:
     origin = typing.get_origin(hint)
     if origin is typing.Literal:
-        if (isinstance(value, str) and value.lower() in ("true", "false")
-                and True in typing.get_args(hint)):  # a switch that also takes "auto"
-            value = value.lower() == "true"
+        if isinstance(value, str) and True in typing.get_args(hint) and value.lower() in (
+                "true", "false"):  # a switch that also takes "auto": read as a bool
+            value = _coerce(value, bool, name)
         if value not in typing.get_args(hint):
             allowed = ", ".join(map(repr, typing.get_args(hint)))
             raise ConfigError(f"{name} = {value!r} is not one of {allowed}")

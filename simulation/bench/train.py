@@ -160,7 +160,7 @@ def main(args: argparse.Namespace) -> int:
                   file=sys.stderr, flush=True)  # stdout carries only the JSON
     a_s, b_s, c_s = (min(times[p]) for p in "abc")  # the least disturbed repetition
     a_states, c_states = states["a"], states["c"]
-    bf16 = cfg.device.train.uses_bf16(torch.device(device).type)
+    bf16 = cfg.device.train.uses_bf16(device.type)
     ceiling_dtype = torch.bfloat16 if bf16 else torch.float32  # what the matmuls run in
     ceiling = matmul_ceiling(device, ceiling_dtype)
     drift = max((a[n] - c[n]).abs().max().item() for a, c in zip(a_states, c_states) for n in a)
