@@ -65,20 +65,22 @@ def _scale_line(sc: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     from simulation.config import DEFAULT_CONFIG, load_config
     from simulation.running.runner import run as run_experiment
-    from simulation.running.signals import Interrupted, exit_if_stuck
+    from simulation.running.signals import Interrupted, exit_if_stuck, set_resume_hint
 
     overrides = list(args.set or [])
     if args.ray_address:
         overrides.append(f"runtime.ray_address={args.ray_address}")
     cfg = load_config(args.config or DEFAULT_CONFIG, overrides)
     out = Path(args.out).resolve()
+    resume = f"cdcda run --out {out} --config {out / 'config.toml'}"
+    set_resume_hint(resume)
     start = time.perf_counter()
     try:
         summary = run_experiment(cfg, out, console=console, verbose=args.verbose)
     except Interrupted as stop:
         console.print(f"[yellow]stopped by {stop}[/yellow]: finished users' results and "
-                      f"adapters are kept in {escape(str(out))}.\nresume with: cdcda run --out "
-                      f"{escape(str(out))} --config {escape(str(out / 'config.toml'))}")
+                      f"adapters are kept in {escape(str(out))}.\nresume with: "
+                      f"{escape(resume)}")
         exit_if_stuck(stop.exit_code)
         return stop.exit_code
     code = _print_summary(summary, console)

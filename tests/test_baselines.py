@@ -178,8 +178,10 @@ def test_fedavg_ft_fine_tunes_fedavg_lora_s_global_adapter_on_each_device(tmp_pa
     s.discover(grid)
     s.run_method(grid, "fedavg_lora")
     res = s.run_method(grid, "fedavg_ft")
-    # both start from the adapter seeded for fedavg_lora: the same global adapter
-    assert inits == ["fedavg_lora", "fedavg_lora"]
+    # both start from the adapter seeded for fedavg_lora: the same rounds, trained once
+    assert inits == ["fedavg_lora"]
+    assert json.loads((tmp_path / "shared" / "fedavg_ft" / "state.json").read_text())[
+        "adopted_from"] == "fedavg_lora"
     glob = np.load(tmp_path / "shared" / "fedavg_lora" / "global.npz")
     for got in finetuned.values():
         np.testing.assert_array_equal(got[0], glob[glob.files[0]])
@@ -192,6 +194,69 @@ def test_fedavg_ft_fine_tunes_fedavg_lora_s_global_adapter_on_each_device(tmp_pa
     assert ft["by_kind"]["train"]["down"] == lora["by_kind"]["train"]["down"] - 6 * name
     assert ft["by_kind"]["train.finetune"]["down"] == \
         lora["by_kind"]["evaluate"]["down"] - 3 * name
+
+
+def _fedavg_grid(trained):
+    def behaviour(node, msg):
+        kind = msg.metadata.message_type
+        if kind == "query.user":
+            return _reply(msg, node, {})
+        glob = msg.content["arrays"]
+        if kind == "train":
+            trained.append(node)
+            new = ArrayRecord(numpy_ndarrays=[a.numpy() + node for a in glob.values()])
+            return _reply(msg, node, {"num-examples": float(node)}, arrays=new)
+        return _reply(msg, node, {"sum": float(sum(a.numpy().sum() for a in glob.values()))})
+
+    return ScriptedGrid([1, 2, 3], behaviour)
+
+
+def _fedavg_run(path, methods, request=None):
+    trained = []
+    s = AugmentationStrategy({"task": "LaMP-2", **(request or {})}, path, None,
+                             Ledger(path / "ledger.jsonl"), FailureLog(path / "failures.jsonl"),
+                             StrategySettings(timeout=2.0, retries=0),
+                             services=_services(fedavg=FedAvgSettings(rounds=2,
+                                                                      local_steps=1)))
+    grid = _fedavg_grid(trained)
+    s.discover(grid)
+    results = {m: s.run_method(grid, m) for m in methods}
+    return s, results, trained
+
+
+def test_fedavg_ft_taking_fedavg_lora_s_rounds_ends_as_training_its_own(tmp_path):
+    both, res_both, trained_both = _fedavg_run(tmp_path / "both", ["fedavg_lora", "fedavg_ft"])
+    alone, res_alone, trained_alone = _fedavg_run(tmp_path / "alone", ["fedavg_ft"])
+    assert len(trained_both) == len(trained_alone) == 6  # 2 rounds x 3 users, once each
+    assert res_both["fedavg_ft"].per_user == res_alone["fedavg_ft"].per_user
+    a = np.load(tmp_path / "both" / "shared" / "fedavg_ft" / "global.npz")
+    b = np.load(tmp_path / "alone" / "shared" / "fedavg_ft" / "global.npz")
+    assert all(np.array_equal(a[k], b[k]) for k in a.files)
+    # charged as if its own rounds had crossed the network: to the byte, per round
+    got, want = both.ledger.summary("fedavg_ft"), alone.ledger.summary("fedavg_ft")
+    assert got["by_kind"] == want["by_kind"] and got["by_record"] == want["by_record"]
+    rounds = sorted(e.get("round", 0) for e in both.ledger.entries
+                    if e["method"] == "fedavg_ft" and e["kind"] == "train")
+    assert rounds == [0, 0, 0, 1, 1, 1]
+    # adopting again (a resume after a kill before the state was written) charges nothing
+    (tmp_path / "both" / "shared" / "fedavg_ft" / "state.json").unlink()
+    (tmp_path / "both" / "shared" / "fedavg_ft" / "global.npz").unlink()
+    both.run_method(_fedavg_grid([]), "fedavg_ft")
+    assert both.ledger.summary("fedavg_ft")["by_kind"] == want["by_kind"]
+
+
+def test_fedavg_rounds_are_not_taken_over_with_faults_or_lost_participants(tmp_path):
+    faults = {"faults": json.dumps({"crash": 0.0, "hang": 0.0, "garbage": 0.1, "die": 0.0})}
+    _, _, trained = _fedavg_run(tmp_path / "faults", ["fedavg_lora", "fedavg_ft"], faults)
+    assert len(trained) == 12  # each method ran its own rounds: faults are drawn per method
+    s, _, _ = _fedavg_run(tmp_path / "lost", ["fedavg_lora"])
+    state = tmp_path / "lost" / "shared" / "fedavg_lora" / "state.json"
+    stored = json.loads(state.read_text())
+    assert stored["complete"] is True
+    state.write_text(json.dumps({**stored, "complete": False}))
+    trained = []
+    s.run_method(_fedavg_grid(trained), "fedavg_ft")
+    assert len(trained) == 6
 
 
 def test_a_fedavg_participant_returning_nan_is_left_out_of_the_mean(tmp_path):

@@ -28,6 +28,7 @@ GRACE = 20.0
 _received: list[int] = []  # the signal that set STOP
 _in_engine = threading.Event()  # Flower's engine is running in the main thread
 _on_cluster = threading.Event()  # ... on a Ray cluster this process joined, not its own Ray
+_resume: list[str] = ["rerun the same command"]  # how to resume, for a stop cut short
 
 
 class Interrupted(BaseException):
@@ -71,12 +72,17 @@ def _make_handler():
     return handler
 
 
+def set_resume_hint(command: str) -> None:
+    """The command that resumes this run: a stop cut short by the watchdog names it too."""
+    _resume[:] = [command]
+
+
 def _watchdog(code: int) -> None:
     time.sleep(GRACE)
     import sys
 
     print(f"cdcda: still stopping after {GRACE:.0f} s; exiting now (finished users are "
-          "kept; rerun the same command to resume)", file=sys.stderr, flush=True)
+          f"kept).\nresume with: {_resume[0]}", file=sys.stderr, flush=True)
     os._exit(code)
 
 

@@ -17,6 +17,7 @@ from typing import Literal, Protocol
 from flwr.app import ArrayRecord, Message
 from flwr.serverapp import Grid
 
+from strategies.accounting import Ledger
 from strategies.replies import View, reply_metrics
 
 Trains = Literal["nothing", "own", "pooled", "global"]
@@ -53,6 +54,8 @@ class Coordinator(Protocol):
     """What a method's runner may use of the strategy that runs it."""
 
     run_dir: Path
+    request: dict  # the config every message carries (the run's faults among it)
+    ledger: Ledger  # every exchange's bytes: a method charges traffic it takes over
     settings: object  # strategies.strategy.StrategySettings: seed, fallback, retries
     services: Services | None
     augmenter: Augmenter | None

@@ -7,15 +7,18 @@ carry arrays. The global state is kept in `DIR/shared/fedavg_lora/` round by rou
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import random
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from flwr.app import ArrayRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
+from strategies.accounting import Cohort, Exchange, charged
 from strategies.exchange import RunStopped
 from strategies.methods.base import Coordinator, Method, MethodResult
 from strategies.methods.shared_adapter import evaluate_with, folder, load_arrays, save_arrays
@@ -47,12 +50,18 @@ def train_global(s: Coordinator, grid: Grid, method: str, attempt: int,
     two methods with the same `init` train the same global adapter.
     """
     cfg = s.services.fedavg or FedAvgSettings()
+    init = init or method
     where = folder(s, method)
     state = load_stored(where / "state.json") or {}
     done = int(state.get("rounds_done", 0))
     adapter = load_arrays(where / "global.npz") if done else None
     if adapter is None:
-        done, adapter = 0, s.services.initial_adapter(init or method)
+        adopted = adopt_rounds(s, method, attempt, init, cfg)
+        if adopted is not None:
+            return adopted
+        done, adapter = 0, s.services.initial_adapter(init)
+    # rounds stored before "complete" was recorded may have lost participants: not adopted
+    complete = bool(state.get("complete", False)) if done else True
     everyone = s.users
     for rnd in range(done, cfg.rounds):
         k = max(1, round(cfg.fraction * len(everyone)))
@@ -83,12 +92,91 @@ def train_global(s: Coordinator, grid: Grid, method: str, attempt: int,
                  len(replies), len(picked))
         for user, why in round_failed.items():
             log.info("%s round %d: %s failed: %s", method, rnd + 1, user, why)
+        complete = complete and len(replies) == len(picked)
         save_arrays(where / "global.npz", adapter)
-        write_json(where / "state.json", {"rounds_done": rnd + 1, "rounds": cfg.rounds,
-                                          f"round_{rnd + 1}_participants": len(replies)})
+        state = {**state, "rounds_done": rnd + 1, "rounds": cfg.rounds, "init": init,
+                 "settings": _settings(s, cfg), "users": _digest(everyone),
+                 "complete": complete, f"round_{rnd + 1}_participants": len(replies)}
+        write_json(where / "state.json", state)
         if s.should_stop():
             raise RunStopped(f"stopped after {method} round {rnd + 1}")
     return adapter
+
+
+def adopt_rounds(s: Coordinator, method: str, attempt: int, init: str,
+                 cfg: FedAvgSettings) -> ArrayRecord | None:
+    """Another method's finished FedAvg rounds, taken as this method's own when they are
+    the same rounds: the same initial adapter (`init`), settings and users, every
+    participant averaged in every round, and no injected device faults (a fault is drawn
+    per method, so this method's own rounds could fail elsewhere). fedavg_ft's rounds are
+    fedavg_lora's, so a run with both trains them once.
+
+    The rounds' traffic is charged to this method as it would have crossed the network:
+    each user's request as this method would have sent it (its name is in the config),
+    the reply as the other method got it. None when no method's rounds qualify.
+    """
+    faults = json.loads(str(s.request.get("faults", "{}")) or "{}")
+    if any(float(faults.get(k, 0) or 0) > 0 for k in ("crash", "hang", "garbage", "die")):
+        return None
+    shared = s.run_dir / "shared"
+    others = sorted(p.name for p in shared.iterdir() if p.is_dir()) if shared.is_dir() else []
+    for other in others:
+        if other == method:
+            continue
+        state = load_stored(folder(s, other) / "state.json") or {}
+        if (state.get("init") != init or state.get("settings") != _settings(s, cfg)
+                or state.get("rounds_done") != cfg.rounds or not state.get("complete")
+                or state.get("users") != _digest(s.users)):
+            continue
+        adapter = load_arrays(folder(s, other) / "global.npz")
+        if adapter is None:
+            continue
+        _charge_rounds(s, method, other, attempt, adapter, cfg)
+        where = folder(s, method)
+        save_arrays(where / "global.npz", adapter)
+        write_json(where / "state.json", {**state, "adopted_from": other})
+        log.info("%s: FedAvg's %d rounds are %s's (same initial adapter, settings and "
+                 "users): taken from it, not trained again", method, cfg.rounds, other)
+        return adapter
+    return None
+
+
+def _digest(users: list[str]) -> str:
+    return hashlib.sha256("\n".join(users).encode()).hexdigest()[:16]
+
+
+def _settings(s: Coordinator, cfg: FedAvgSettings) -> dict:
+    """What decides the rounds besides the initial adapter and the users."""
+    return {**asdict(cfg), "seed": s.settings.seed}
+
+
+def _charge_rounds(s: Coordinator, method: str, other: str, attempt: int,
+                   adapter: ArrayRecord, cfg: FedAvgSettings) -> None:
+    """Charge `method` the rounds `other` ran: its replies' bytes, this method's requests.
+
+    An array's wire size depends on its shape only, so the final adapter weighs what each
+    round's did. Entries already charged (a resume after a kill mid-way) are not repeated.
+    """
+    mine = {(e["kind"], e["user"], e.get("round", 0)) for e in charged(s.ledger.entries)
+            if e["method"] == method}
+    for rnd in range(cfg.rounds):
+        taken = [e for e in charged(s.ledger.entries) if e["method"] == other
+                 and e["kind"] == "train" and e.get("round", 0) == rnd]
+        users = sorted({e["user"] for e in taken})
+        views = {}
+        for msg in s.messages(users, "train", method, attempt, records={"arrays": adapter},
+                              **{"local-steps": cfg.local_steps, "round": rnd}):
+            cohort = Cohort(msg.content)
+            for user in json.loads(str(msg.content["config"]["users"])):
+                views[user] = cohort.view_bytes(user)
+        for e in taken:
+            if (e["kind"], e["user"], rnd) in mine or e["user"] not in views:
+                continue
+            down, records_down = views[e["user"]]
+            s.ledger.record(Exchange(method, "train", e["user"], e.get("outcome", "ok"),
+                                     down, e.get("up", 0), records_down,
+                                     e.get("records_up", {}), e.get("fields_up", {}),
+                                     round=rnd, attempt=attempt))
 
 
 def run(s: Coordinator, grid: Grid, method: str, users: list[str], attempt: int, last: bool,
