@@ -202,10 +202,11 @@ def _fedavg_grid(trained):
         if kind == "query.user":
             return _reply(msg, node, {})
         glob = msg.content["arrays"]
-        if kind == "train":
+        if kind == "train":  # as a device replies: the method's name in the meta
             trained.append(node)
             new = ArrayRecord(numpy_ndarrays=[a.numpy() + node for a in glob.values()])
-            return _reply(msg, node, {"num-examples": float(node)}, arrays=new)
+            return _reply(msg, node, {"num-examples": float(node)}, arrays=new,
+                          method=msg.content["config"]["method"])
         return _reply(msg, node, {"sum": float(sum(a.numpy().sum() for a in glob.values()))})
 
     return ScriptedGrid([1, 2, 3], behaviour)

@@ -14,11 +14,11 @@ import random
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from flwr.app import ArrayRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
-from strategies.accounting import Cohort, Exchange, charged
+from strategies.accounting import Cohort, Exchange, charged, record_bytes
 from strategies.exchange import RunStopped
 from strategies.methods.base import Coordinator, Method, MethodResult
 from strategies.methods.shared_adapter import evaluate_with, folder, load_arrays, save_arrays
@@ -173,10 +173,21 @@ def _charge_rounds(s: Coordinator, method: str, other: str, attempt: int,
             if (e["kind"], e["user"], rnd) in mine or e["user"] not in views:
                 continue
             down, records_down = views[e["user"]]
+            records_up = dict(e.get("records_up", {}))
+            if records_up.get("meta") == _meta_bytes(e["user"], other):
+                records_up["meta"] = _meta_bytes(e["user"], method)
             s.ledger.record(Exchange(method, "train", e["user"], e.get("outcome", "ok"),
-                                     down, e.get("up", 0), records_down,
-                                     e.get("records_up", {}), e.get("fields_up", {}),
+                                     down, sum(records_up.values()), records_down,
+                                     records_up, e.get("fields_up", {}),
                                      round=rnd, attempt=attempt))
+
+
+def _meta_bytes(user: str, method: str) -> int:
+    """A train reply's meta record as the device writes it (clients/methods/fedavg_lora.py:
+    the user and the method's name), so a taken-over reply is charged with this method's
+    name in it: the one thing that differs between the two methods' replies."""
+    return record_bytes(RecordDict({"meta": ConfigRecord({"user-id": user,
+                                                          "method": method})}))["meta"]
 
 
 def run(s: Coordinator, grid: Grid, method: str, users: list[str], attempt: int, last: bool,
