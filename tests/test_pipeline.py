@@ -28,7 +28,9 @@ def _run(out, cloud: str, pipeline: bool, cohort: int) -> dict:
     return json.loads((out / "summary.json").read_text())
 
 
-@pytest.mark.parametrize("cohort", [1, 2])
+# cohort 1 (one user per node) is marked slow for CI's time: cohort 2 covers the same
+# pipeline with node batches, which is what the default run uses
+@pytest.mark.parametrize("cohort", [pytest.param(1, marks=pytest.mark.slow), 2])
 def test_pipelined_cdcda_gives_the_same_data_adapters_and_metrics(tmp_path, cloud, cohort):
     a, b = tmp_path / "a" / "run", tmp_path / "b" / "run"  # same length: same message bytes
     plain, piped = _run(a, cloud, False, cohort), _run(b, cloud, True, cohort)
