@@ -2,7 +2,8 @@
 train the global adapter exactly as fedavg_lora does (same initialisation, participants
 and data orders); then the global adapter goes down once more and each device fine-tunes
 it on its own real data for `device.train` steps (local_real's budget: equal local steps),
-keeps it in `adapters-fedavg_ft/` and replies with metrics only."""
+keeps it in `adapters-fedavg_ft/` and replies with metrics only. In a run with both
+methods the rounds are trained once (`fedavg_lora.adopt_rounds`)."""
 
 from __future__ import annotations
 

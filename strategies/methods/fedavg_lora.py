@@ -113,7 +113,8 @@ def adopt_rounds(s: Coordinator, method: str, attempt: int, init: str,
 
     The rounds' traffic is charged to this method as it would have crossed the network:
     each user's request as this method would have sent it (its name is in the config),
-    the reply as the other method got it. None when no method's rounds qualify.
+    the reply as the other method got it but for the name in its meta. None when no
+    method's rounds qualify.
     """
     faults = json.loads(str(s.request.get("faults", "{}")) or "{}")
     if any(float(faults.get(k, 0) or 0) > 0 for k in ("crash", "hang", "garbage", "die")):
