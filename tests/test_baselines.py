@@ -244,6 +244,12 @@ def test_fedavg_ft_taking_fedavg_lora_s_rounds_ends_as_training_its_own(tmp_path
     (tmp_path / "both" / "shared" / "fedavg_ft" / "global.npz").unlink()
     both.run_method(_fedavg_grid([]), "fedavg_ft")
     assert both.ledger.summary("fedavg_ft")["by_kind"] == want["by_kind"]
+    # the other way round: fedavg_lora takes fedavg_ft's rounds
+    _, _, trained = _fedavg_run(tmp_path / "reversed", ["fedavg_ft", "fedavg_lora"])
+    assert len(trained) == 6
+    state = json.loads((tmp_path / "reversed" / "shared" / "fedavg_lora" / "state.json")
+                       .read_text())
+    assert state["adopted_from"] == "fedavg_ft"
 
 
 def test_fedavg_rounds_are_not_taken_over_with_faults_or_lost_participants(tmp_path):
