@@ -52,7 +52,6 @@ class TrainSettings:
         "help": "bf16 autocast; auto = where the device computes bf16 natively (a GPU, a "
                 "CPU with AMX or AVX-512), float32 on an AVX2-only CPU, where bf16 is "
                 "emulated and training ran 5x slower"})
-
     steps: int = field(default=0, metadata={
         "help": "exact optimiser steps per user, cycling the data; 0 = `epochs` passes. "
                 "Use it to compare methods whose users hold different amounts of data"})

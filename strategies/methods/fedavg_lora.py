@@ -158,11 +158,10 @@ def _charge_rounds(s: Coordinator, method: str, other: str, attempt: int,
     An array's wire size depends on its shape only, so the final adapter weighs what each
     round's did. Entries already charged (a resume after a kill mid-way) are not repeated.
     """
-    mine = {(e["kind"], e["user"], e.get("round", 0)) for e in charged(s.ledger.entries)
-            if e["method"] == method}
+    trained = [e for e in charged(s.ledger.entries) if e["kind"] == "train"]
+    mine = {(e["user"], e.get("round", 0)) for e in trained if e["method"] == method}
     for rnd in range(cfg.rounds):
-        taken = [e for e in charged(s.ledger.entries) if e["method"] == other
-                 and e["kind"] == "train" and e.get("round", 0) == rnd]
+        taken = [e for e in trained if e["method"] == other and e.get("round", 0) == rnd]
         users = sorted({e["user"] for e in taken})
         views = {}
         for msg in s.messages(users, "train", method, attempt, records={"arrays": adapter},
@@ -171,7 +170,7 @@ def _charge_rounds(s: Coordinator, method: str, other: str, attempt: int,
             for user in json.loads(str(msg.content["config"]["users"])):
                 views[user] = cohort.view_bytes(user)
         for e in taken:
-            if (e["kind"], e["user"], rnd) in mine or e["user"] not in views:
+            if (e["user"], rnd) in mine:
                 continue
             down, records_down = views[e["user"]]
             records_up = dict(e.get("records_up", {}))
