@@ -26,6 +26,8 @@ def _print_summary(summary: dict, console) -> int:
     """The method table, the run's problems and warnings; returns the exit code."""
     from rich.table import Table
 
+    from simulation.results.report import pipeline_lines
+
     table = Table(title=escape(f"{summary['task']}: {len(summary.get('users', []))} users"))
     table.add_column("method")
     first = next(iter(summary["methods"].values()), {"metrics": {}})["metrics"]
@@ -44,6 +46,8 @@ def _print_summary(summary: dict, console) -> int:
     console.print(table)
     if summary.get("scale"):
         console.print(_scale_line(summary["scale"]), soft_wrap=True)
+        for line in pipeline_lines(summary["scale"]):
+            console.print(line, soft_wrap=True)
     for w in summary.get("warnings", []):
         console.print(f"[yellow]warning:[/yellow] {escape(w)}")
     for p in summary.get("problems", []):

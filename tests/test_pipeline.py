@@ -55,6 +55,12 @@ def test_pipelined_cdcda_gives_the_same_data_adapters_and_metrics(tmp_path, clou
                                                 figures["devices_seconds"]) + 1e-6
     assert 0 <= figures["overlap_share"] <= 1
     assert not (a / "pipeline.json").exists()  # nothing to overlap without the pipeline
+    # the summary and the report carry them (the summary is rebuilt from the run directory)
+    assert piped["scale"]["pipeline"] == {"cdcda": figures}
+    assert "pipeline" not in plain["scale"]
+    report = (b / "report.md").read_text()
+    assert f"Pipeline, cdcda: the cloud worked {figures['cloud_seconds']:.1f} s" in report
+    assert "Pipeline," not in (a / "report.md").read_text()
 
 
 def test_pipelined_cdcda_on_the_embedded_cloud_batching_nodes_gives_the_same_data(tmp_path):

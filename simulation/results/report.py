@@ -108,7 +108,17 @@ def _scale(sc: Mapping | None) -> list[str]:
             f"memory (sampled RSS): driver {mem.get('driver', 0):.0f} MiB, devices "
             f"{mem.get('workers', 0):.0f} MiB over {mem.get('worker_processes', 0)} Ray "
             f"workers (largest {mem.get('worker_max', 0):.0f}), all processes "
-            f"{mem.get('all', 0):.0f} MiB.", ""]
+            f"{mem.get('all', 0):.0f} MiB.", "",
+            *(line for p in pipeline_lines(sc) for line in (p, ""))]
+
+
+def pipeline_lines(sc: Mapping) -> list[str]:
+    """Per augmenting method, how long the cloud and the devices each worked, and both at
+    once (pipeline.json via the scale block, all sessions): what pipelining overlapped."""
+    return [f"Pipeline, {m}: the cloud worked {f['cloud_seconds']:.1f} s, the devices "
+            f"{f['devices_seconds']:.1f} s, both at once {f['both_seconds']:.1f} s of "
+            f"{f['seconds']:.1f} s ({100 * f['overlap_share']:.0f}%)."
+            for m, f in (sc.get("pipeline") or {}).items()]
 
 
 def _per_query_gen(per_user: Mapping) -> float | None:

@@ -18,6 +18,7 @@ from simulation.config import Config
 from strategies.accounting import LEDGER_FILE, disclosure, projection, read_jsonl, summarise
 from strategies.failures import FAILURES_FILE
 from strategies.methods import get_method
+from strategies.methods.cdcda import PIPELINE_FILE
 from tasks.files import load_stored
 from tasks.structured import to_mapping
 
@@ -162,7 +163,8 @@ def build_summary(run_dir: Path, cfg: Config, task_name: str, metric_names: Iter
         "failures": _failure_log(failures),
         "privacy": disclosure(ledger, users),
         "seconds": timings.get("seconds", 0.0), "sessions": timings.get("sessions", 0),
-        "scale": scale(timings, len(users), cfg.runtime.cohort),
+        "scale": scale(timings, len(users), cfg.runtime.cohort,
+                       load_stored(run_dir / PIPELINE_FILE)),
     }
     augmenting = [m for m in methods if get_method(m).augments]
     if augmenting:
@@ -191,7 +193,8 @@ def _projections(comm: Mapping, method, cfg: Config) -> list[dict]:
             for n in (1000, 10000) for rr in (r, 10 * r)]
 
 
-def scale(timings: Mapping, users: int, cohort: int = 1) -> dict:
+def scale(timings: Mapping, users: int, cohort: int = 1,
+          pipeline: Mapping | None = None) -> dict:
     """What the run cost the machine, from timings.json: wall time (the experiment's own:
     discovery and methods, all sessions; not Ray's start-up nor the final statistics and
     report), time per user, each method's time per user, sampled peak memory (MiB) of
@@ -199,13 +202,15 @@ def scale(timings: Mapping, users: int, cohort: int = 1) -> dict:
     orchestration overhead per user as the run sees it: discovery, one message per
     SuperNode that does no work. Discovery also pays for starting Ray's workers (seconds,
     once per session), so with few messages (few users, or a large cohort) it overstates
-    the steady overhead per user per round that `cdcda bench sim` measures."""
+    the steady overhead per user per round that `cdcda bench sim` measures. `pipeline`
+    (pipeline.json) adds, per augmenting method, how long the cloud and the devices each
+    worked and both at once."""
     n = max(users, 1)
     wall = float(timings.get("seconds", 0.0))
     disc = timings.get(DISCOVERY_KEY, {})
     rounds = max(int(disc.get("rounds", 0)), 1)
     mem = timings.get(MEMORY_KEY, {})
-    return {
+    out = {
         "users": users, "cohort": cohort, "nodes": disc.get("nodes", 0),
         "wall_seconds": wall, "seconds_per_user": wall / n,
         "discovery_seconds": float(disc.get("seconds", 0.0)),
@@ -218,6 +223,9 @@ def scale(timings: Mapping, users: int, cohort: int = 1) -> dict:
                            "all": mem.get("total_mb", 0.0),
                            "worker_processes": int(mem.get("workers", 0))},
     }
+    if pipeline:
+        out["pipeline"] = {m: dict(f) for m, f in sorted(pipeline.items())}
+    return out
 
 
 def _verdict(summary: Mapping) -> tuple[str, list[str], list[str]]:
