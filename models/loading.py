@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from models.allocator import keep_freed_memory
 from tasks.files import atomic_dir, write_json
 
 log = logging.getLogger(__name__)
@@ -187,6 +188,7 @@ def load_model(name: str, dtype: str = "float32", device: str = "cpu") -> Loaded
     """Load a causal LM by name for inference or LoRA training; the base is frozen."""
     from transformers import AutoModelForCausalLM
 
+    keep_freed_memory()  # every process that computes loads a model first
     device = pick_device(device)
     start = time.perf_counter()
     tokenizer = load_tokenizer(name)

@@ -71,7 +71,7 @@ def _run(sub: argparse._SubParsersAction) -> None:
                    help="join a Ray cluster: 'auto' (the one `ray start` started on this "
                         "machine) or the head's HOST:PORT; --out must then be on a "
                         "filesystem every node mounts")
-    r.set_defaults(fn=commands.run)
+    r.set_defaults(fn=commands.run, computes=True)
 
     s = sub.add_parser("summary", help="rebuild DIR/summary.json from what DIR stores")
     s.add_argument("dir", type=Path, help="a run directory")
@@ -92,7 +92,7 @@ def _run(sub: argparse._SubParsersAction) -> None:
                     help="sweep directory: one run directory per point under points/")
     sw.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="override a config value at every point")
-    sw.set_defaults(fn=commands.sweep)
+    sw.set_defaults(fn=commands.sweep, computes=True)
 
 
 def _bench(sub: argparse._SubParsersAction) -> None:
@@ -124,7 +124,7 @@ def _bench(sub: argparse._SubParsersAction) -> None:
                                 "configured ones: medians and ratios")
             p.add_argument("--repeats", type=int, default=3,
                            help="rounds of the --vs alternation (default 3)")
-        p.set_defaults(fn=fn)
+        p.set_defaults(fn=fn, computes=True)
 
     sim = bsub.add_parser("sim", help="orchestration overhead per user per round: Flower's "
                                       "engine on Ray with the tiny model")
@@ -135,7 +135,7 @@ def _bench(sub: argparse._SubParsersAction) -> None:
     sim.add_argument("--config", type=Path, help="TOML experiment (default: configs/tiny.toml)")
     sim.add_argument("--set", action="append", metavar="KEY=VALUE")
     sim.add_argument("--out", type=Path, help="keep the run directory here (default: temp)")
-    sim.set_defaults(fn=commands.bench_sim)
+    sim.set_defaults(fn=commands.bench_sim, computes=True)
 
     train = bsub.add_parser("train", help="cohort training throughput (K users per base)")
     train.add_argument("--users", type=int, default=8)
@@ -147,7 +147,7 @@ def _bench(sub: argparse._SubParsersAction) -> None:
                        help="examples per user (cycling the user's own; 0 = as they are)")
     train.add_argument("--repeat", type=int, default=2,
                        help="repetitions per path, alternating order; the fastest counts")
-    train.set_defaults(fn=commands.bench_train)
+    train.set_defaults(fn=commands.bench_train, computes=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in OUR_PACKAGES:
         logging.getLogger(name).setLevel(level)
     logging.getLogger("flwr").setLevel(level)  # Flower logs its engine at DEBUG by default
+    if getattr(args, "computes", False):  # before Ray's and our threads make arenas
+        from models.allocator import keep_freed_memory
+
+        keep_freed_memory()
     try:
         return args.fn(args)
     except KeyboardInterrupt:  # Ctrl-C outside a run's own handling (e.g. writing a report)
