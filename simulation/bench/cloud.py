@@ -19,6 +19,7 @@ def main(args: argparse.Namespace) -> int:
     from server.backends import EmbeddedLLM
     from server.engines import make_backend
     from server.prompts import augmentation_prompt
+    from simulation.bench.ceiling import allocator
     from simulation.config import DEFAULT_CONFIG, load_config
     from simulation.running.experiment import prepare_data
     from tasks import load_lamp_dir
@@ -56,7 +57,7 @@ def main(args: argparse.Namespace) -> int:
     out = {"backend": llm.name, "task": task, "users": len(users), "n": cfg.augment.n,
            "batch_by": cfg.cloud.batch_by, "cohort": cfg.runtime.cohort,
            "sampler": cfg.cloud.sampler, "dtype": getattr(llm, "dtype", cfg.cloud.dtype),
-           "load_seconds": round(load, 2), **runs[sizes[0]],
+           "allocator": allocator(), "load_seconds": round(load, 2), **runs[sizes[0]],
            "by_batch_size": runs if len(sizes) > 1 else None}
     if args.vs:
         out["vs"] = _variants(llm, data.task, seeds, cfg, variants, args.repeats)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from simulation.bench.ceiling import matmul_ceiling, sync
+from simulation.bench.ceiling import allocator, matmul_ceiling, sync
 
 FLOPS_FORMULA = (
     "per train token: 4*N_body (base forward 2*N_body + backward for activations only "
@@ -176,7 +176,8 @@ def main(args: argparse.Namespace) -> int:
 
     out = {
         "model": cfg.device.model, "task": task, "device": str(device),
-        "torch_threads": torch.get_num_threads(), "users": len(jobs), "cohort": args.cohort,
+        "torch_threads": torch.get_num_threads(), "allocator": allocator(),
+        "users": len(jobs), "cohort": args.cohort,
         "recipe": {"lora_rank": cfg.device.lora.rank,
                    "target_modules": cfg.device.lora.target_modules,
                    "examples_per_user": round(sum(len(j.examples) for j in jobs) / len(jobs), 1),
