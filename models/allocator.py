@@ -38,3 +38,8 @@ def keep_freed_memory() -> bool:
             _applied = all(libc.mallopt(p, v) == 1 for p, v in (
                 (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, TRIM_BYTES), (_M_ARENA_MAX, 1)))
     return _applied
+
+
+def describe() -> str:
+    """How this process allocates, for benchmark output: what keep_freed_memory did."""
+    return "glibc, freed memory kept" if _applied else "system default"

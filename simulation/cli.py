@@ -97,6 +97,7 @@ def _run(sub: argparse._SubParsersAction) -> None:
 
 def _bench(sub: argparse._SubParsersAction) -> None:
     b = sub.add_parser("bench", help="measure and print JSON figures")
+    b.set_defaults(computes=True)  # every bench subcommand
     bsub = b.add_subparsers(dest="what", required=True)
     for name, fn, users, doc in (
             ("device", commands.bench_device, 2,
@@ -124,7 +125,7 @@ def _bench(sub: argparse._SubParsersAction) -> None:
                                 "configured ones: medians and ratios")
             p.add_argument("--repeats", type=int, default=3,
                            help="rounds of the --vs alternation (default 3)")
-        p.set_defaults(fn=fn, computes=True)
+        p.set_defaults(fn=fn)
 
     sim = bsub.add_parser("sim", help="orchestration overhead per user per round: Flower's "
                                       "engine on Ray with the tiny model")
@@ -135,7 +136,7 @@ def _bench(sub: argparse._SubParsersAction) -> None:
     sim.add_argument("--config", type=Path, help="TOML experiment (default: configs/tiny.toml)")
     sim.add_argument("--set", action="append", metavar="KEY=VALUE")
     sim.add_argument("--out", type=Path, help="keep the run directory here (default: temp)")
-    sim.set_defaults(fn=commands.bench_sim, computes=True)
+    sim.set_defaults(fn=commands.bench_sim)
 
     train = bsub.add_parser("train", help="cohort training throughput (K users per base)")
     train.add_argument("--users", type=int, default=8)
@@ -147,7 +148,7 @@ def _bench(sub: argparse._SubParsersAction) -> None:
                        help="examples per user (cycling the user's own; 0 = as they are)")
     train.add_argument("--repeat", type=int, default=2,
                        help="repetitions per path, alternating order; the fastest counts")
-    train.set_defaults(fn=commands.bench_train, computes=True)
+    train.set_defaults(fn=commands.bench_train)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -66,7 +66,7 @@ def test_system_leaves_glibc_as_it_was():
 
 @pytest.mark.parametrize("argv, computes", [
     (["run", "--out", "x"], True), (["sweep", "--out", "x"], True),
-    (["bench", "train"], True), (["bench", "cloud"], True),
+    (["bench", "train"], True), (["bench", "cloud"], True), (["bench", "sim"], True),
     (["summary", "x"], False), (["report", "x"], False)])
 def test_commands_that_compute_tune_it_before_their_threads_start(argv, computes):
     assert getattr(build_parser().parse_args(argv), "computes", False) is computes

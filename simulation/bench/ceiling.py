@@ -26,9 +26,3 @@ def matmul_ceiling(device: torch.device, dtype: torch.dtype = torch.bfloat16, n:
     sync(device)
     return 2 * n**3 * repeat / (time.perf_counter() - start)
 
-
-def allocator() -> str:
-    """Which allocator the figures were measured with (models/allocator.py)."""
-    from models.allocator import keep_freed_memory
-
-    return "glibc, freed memory kept" if keep_freed_memory() else "system default"

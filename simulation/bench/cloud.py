@@ -15,11 +15,11 @@ from pathlib import Path
 def main(args: argparse.Namespace) -> int:
     """Throughput over N users' seeds; JSON on stdout."""
     from clients.seeds import select_seeds
+    from models.allocator import describe as allocator
     from server.augment import augment
     from server.backends import EmbeddedLLM
     from server.engines import make_backend
     from server.prompts import augmentation_prompt
-    from simulation.bench.ceiling import allocator
     from simulation.config import DEFAULT_CONFIG, load_config
     from simulation.running.experiment import prepare_data
     from tasks import load_lamp_dir

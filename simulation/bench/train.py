@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from simulation.bench.ceiling import allocator, matmul_ceiling, sync
+from models.allocator import describe as allocator
+from simulation.bench.ceiling import matmul_ceiling, sync
 
 FLOPS_FORMULA = (
     "per train token: 4*N_body (base forward 2*N_body + backward for activations only "
